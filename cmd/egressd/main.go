@@ -28,6 +28,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "explain":
+		return cmdExplain(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0
@@ -45,8 +49,11 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `egressd: a transparent egress filter by name (TLS SNI, QUIC, HTTP Host) and address.
 
 Usage:
-  egressd version          print the version
-  egressd help             this text
+  egressd check POLICY.yaml            validate a policy and run its tests
+  egressd explain --policy P --src IP --dst IP --port N [--proto tcp|udp] [--name NAME]
+                                       decide one flow, as one decision-log line
+  egressd version                      print the version
+  egressd help                         this text
 
 Run "egressd COMMAND --help" for a command's flags.
 `)

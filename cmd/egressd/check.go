@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/egressd/egressd/pkg/policy"
+)
+
+const checkUsage = `Usage: egressd check [flags] POLICY.yaml
+
+Validate a policy file and run its tests: block.
+
+Every problem is printed as "file:line: message" (all of them, not only the
+first), and the exit status is 1. A good policy prints a one-line summary and
+exits 0. Problems include YAML syntax, unknown or repeated keys, duplicate
+rule names, bad CIDRs, ports outside 1-65535, rules without domains or
+cidrs, misplaced wildcards, IP addresses in domains, wildcards that cover a
+whole public suffix (".com", "*.github.io"; allowed only with
+allow_public_suffix: true on the rule), and tests whose flow does not get the
+expected verdict.
+
+The ports that carry a name change what a rule means (on other ports its
+domains match by DNS address); give the daemon's inspect_ports with
+--inspect-tcp/--inspect-udp when they differ from the defaults.
+
+Flags:
+`
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("check", checkUsage, stderr)
+	opts := inspectFlags(fs)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "egressd check: give exactly one policy file")
+		fs.Usage()
+		return 2
+	}
+	o, err := opts()
+	if err != nil {
+		fmt.Fprintln(stderr, "egressd check:", err)
+		return 2
+	}
+	file := fs.Arg(0)
+	p, err := policy.Load(file, o)
+	if err != nil {
+		for _, e := range policy.AsList(err) {
+			fmt.Fprintln(stdout, e)
+		}
+		return 1
+	}
+	if fails := p.RunTests(); len(fails) > 0 {
+		for _, e := range fails {
+			fmt.Fprintln(stdout, e)
+		}
+		fmt.Fprintf(stdout, "%s: %d of %d tests failed\n", file, len(fails), p.Stats().Tests)
+		return 1
+	}
+	s := p.Stats()
+	fmt.Fprintf(stdout, "%s: ok: %d rules (%d domains, %d cidrs), default %s, %d tests passed, sha256 %s\n",
+		file, s.Rules, s.Domains, s.CIDRs, p.Default(), s.Tests, p.Hash())
+	return 0
+}

@@ -1,0 +1,140 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// RuleTrace says whether one rule matched a flow, and why (or why not).
+type RuleTrace struct {
+	Rule   string `json:"rule"`
+	Line   int    `json:"line"`
+	Action string `json:"action"`
+	Match  bool   `json:"match"`
+	Why    string `json:"why"`
+}
+
+// Explanation is a decision with every rule considered for it.
+type Explanation struct {
+	Decision Decision
+	Rules    []RuleTrace // every rule of the policy, in file order
+}
+
+// Explain decides q like Decide, by evaluating every rule in turn instead
+// of through the indexes, and says for each rule why it did or did not
+// match. It serves `egressd explain --verbose`, and the tests hold Decide
+// to the same answer.
+func (p *Policy) Explain(q Query) Explanation {
+	t := newTally()
+	out := Explanation{Rules: make([]RuleTrace, len(p.rules))}
+	for i := range p.rules {
+		r := &p.rules[i]
+		m := p.evalRule(r, &q)
+		out.Rules[i] = RuleTrace{Rule: r.name, Line: r.line, Action: r.action.String(), Match: m.match, Why: m.why}
+		switch {
+		case m.match:
+			t.add(int32(i), r.action, m.byName, m.dnsName)
+		case m.pendingName:
+			t.nameMayMatter = true
+		}
+	}
+	out.Decision = t.decision(p, &q)
+	return out
+}
+
+type ruleMatch struct {
+	match       bool
+	byName      bool   // matched through the flow's name
+	dnsName     string // matched through this literal name's DNS answers
+	pendingName bool   // everything but the (unread) name matches
+	why         string
+}
+
+// evalRule is the reference evaluation of one rule, condition by
+// condition, in words.
+func (p *Policy) evalRule(r *rule, q *Query) ruleMatch {
+	if r.proto != ProtoAny && r.proto != q.Proto {
+		return ruleMatch{why: fmt.Sprintf("proto is %s, the flow is %s", r.proto, q.Proto)}
+	}
+	if len(r.ports) > 0 && !inPorts(r.ports, q.Port) {
+		return ruleMatch{why: fmt.Sprintf("port %d is not in its ports (%s)", q.Port, portsString(r.ports))}
+	}
+	var why []string
+	if !r.from.empty() {
+		pf, ok := r.from.containing(q.Src)
+		if !ok {
+			return ruleMatch{why: fmt.Sprintf("source %s is not in its from list", addrString(q.Src))}
+		}
+		why = append(why, fmt.Sprintf("source %s is in %s", q.Src, pf))
+	}
+	if !r.cidrs.empty() {
+		pf, ok := r.cidrs.containing(q.Dst)
+		if !ok {
+			return ruleMatch{why: fmt.Sprintf("destination %s is not in its cidrs", addrString(q.Dst))}
+		}
+		why = append(why, fmt.Sprintf("destination %s is in %s", q.Dst, pf))
+	}
+	m := ruleMatch{}
+	if len(r.domains) > 0 {
+		switch {
+		case !q.Inspected:
+			for _, n := range q.DNSNames {
+				if pat, ok := literalPattern(r, n); ok {
+					m.dnsName = n
+					why = append(why, fmt.Sprintf("port %d carries no name, and %s is among the DNS answers of %s (from %q)", q.Port, q.Dst, n, pat))
+					break
+				}
+			}
+			if m.dnsName == "" {
+				msg := fmt.Sprintf("port %d carries no name, and %s is not among the DNS answers of its literal names", q.Port, addrString(q.Dst))
+				if allWildcards(r.domains) {
+					msg = fmt.Sprintf("port %d carries no name, and \"*.\" entries never match by address", q.Port)
+				}
+				return ruleMatch{why: msg}
+			}
+		case q.Pending:
+			return ruleMatch{pendingName: true, why: "the flow's name is not read yet; it decides whether this rule matches"}
+		case q.Name == "":
+			return ruleMatch{why: "the flow carries no name, and the rule needs one of its domains"}
+		default:
+			pat, ok := matchingPattern(r, q.Name)
+			if !ok {
+				return ruleMatch{why: fmt.Sprintf("name %s matches none of its domains", q.Name)}
+			}
+			m.byName = true
+			why = append(why, fmt.Sprintf("name %s matches %q", q.Name, pat))
+		}
+	}
+	if len(why) == 0 {
+		why = append(why, "every condition holds")
+	}
+	m.match = true
+	m.why = strings.Join(why, "; ")
+	return m
+}
+
+func matchingPattern(r *rule, name string) (pattern, bool) {
+	for _, pat := range r.domains {
+		if pat.matches(name) {
+			return pat, true
+		}
+	}
+	return pattern{}, false
+}
+
+func literalPattern(r *rule, name string) (pattern, bool) {
+	for _, pat := range r.domains {
+		if pat.kind != anySub && pat.base == name {
+			return pat, true
+		}
+	}
+	return pattern{}, false
+}
+
+func addrString[T fmt.Stringer](a T) string {
+	s := a.String()
+	if s == "invalid IP" {
+		return "(none)"
+	}
+	return s
+}
