@@ -3,6 +3,7 @@ package resolve
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -161,6 +162,7 @@ func (c *cache) merge(name string, fam int, addrs []cachedAddr, negExp, asked, n
 		return
 	}
 	e.neg[fam] = 0
+	e.addrs = slices.Grow(e.addrs, min(len(addrs), c.maxAddrs-len(e.addrs)))
 	for _, a := range addrs {
 		c.add(e, a)
 	}
@@ -209,6 +211,9 @@ func (c *cache) lookupOrInsert(name string, now int64, pinned bool) *entry {
 		delete(c.idx, c.ents[i].name)
 		c.evictions.Add(1)
 	}
+	// A copy: the caller's string may point into a larger buffer (a
+	// packet) that the cache must not keep alive.
+	name = strings.Clone(name)
 	e := &c.ents[i]
 	e.name = name
 	e.addrs = e.addrs[:0]

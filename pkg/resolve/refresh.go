@@ -1,6 +1,7 @@
 package resolve
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -66,8 +67,9 @@ type watchItem struct {
 
 // Run keeps the watched names (Watch) resolved until ctx ends: each is
 // looked up when it is added and again after half of its answer's TTL (the
-// smallest of A and AAAA, clamped as the cache clamps it), so its addresses
-// are renewed before they expire. A failed refresh is retried after 1s,
+// smallest TTL of the A and AAAA addresses, clamped as the cache clamps it;
+// the negative TTL when it has none), so its addresses are renewed before
+// they expire. A failed refresh is retried after 1s,
 // doubling to 30s; the cached addresses stay until their own expiry.
 //
 // Run returns nil when ctx ends, after the lookups it started have finished
@@ -148,12 +150,23 @@ func (r *Resolver) refreshOne(ctx context.Context, name string, it *watchItem) {
 		r.fmu.Unlock()
 	}
 	res, err := f.wait(ctx)
-	ttl := time.Duration(1<<63 - 1)
+	// The addresses set the pace; a family without any (NODATA, often with
+	// a short negative TTL) only when no family has addresses.
+	const forever = time.Duration(1<<63 - 1)
+	posTTL, negTTL := forever, forever
 	for _, fr := range res {
-		if fr.err != nil && err == nil {
-			err = fr.err
+		switch {
+		case fr.err != nil:
+			err = cmp.Or(err, fr.err)
+		case len(fr.addrs) > 0:
+			posTTL = min(posTTL, fr.ttl)
+		default:
+			negTTL = min(negTTL, fr.ttl)
 		}
-		ttl = min(ttl, fr.ttl)
+	}
+	ttl := posTTL
+	if ttl == forever {
+		ttl = negTTL
 	}
 	now := r.now()
 	if err != nil {
