@@ -70,6 +70,7 @@ func newEnv(t testing.TB, edit func(*Config)) *testEnv {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(r.Close)
 	e.r = r
 	return e
 }

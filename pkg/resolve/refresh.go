@@ -72,9 +72,8 @@ type watchItem struct {
 // they expire. A failed refresh is retried after 1s,
 // doubling to 30s; the cached addresses stay until their own expiry.
 //
-// Run returns nil when ctx ends, after the lookups it started have finished
-// (bounded by len(Servers) × Timeout), or ErrRunning if it is already
-// running. It logs a name's first failed refresh and its recovery.
+// Run returns nil when ctx ends, or ErrRunning if it is already running.
+// It logs a name's first failed refresh and its recovery.
 func (r *Resolver) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -145,11 +144,14 @@ func (r *Resolver) refreshOne(ctx context.Context, name string, it *watchItem) {
 	r.fmu.Lock()
 	f := r.flights[name]
 	if f == nil {
-		f = r.launchLocked(ctx, name, r.now())
+		f = r.launchLocked(name, r.now())
 	} else {
 		r.fmu.Unlock()
 	}
 	res, err := f.wait(ctx)
+	if ctx.Err() != nil {
+		return // Run is ending; the lookup goes on without it
+	}
 	// The addresses set the pace; a family without any (NODATA, often with
 	// a short negative TTL) only when no family has addresses.
 	const forever = time.Duration(1<<63 - 1)

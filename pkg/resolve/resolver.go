@@ -70,6 +70,10 @@ type Resolver struct {
 	wake    chan struct{}                       // tells Run the watched set changed
 	running atomic.Bool
 
+	ctx    context.Context // parent of every lookup; ended by Close
+	cancel context.CancelFunc
+	flying sync.WaitGroup // lookups in flight
+
 	stats struct {
 		verifies, hits, negHits, misses, suppressed, matches, mismatches, errors,
 		lookups, queries, queryErrors, refreshes atomic.Uint64
@@ -90,7 +94,17 @@ func New(cfg Config) (*Resolver, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	r.watched.Store(&map[string]struct{}{})
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
+}
+
+// Close ends the lookups in flight and waits for them; their waiters get
+// an error. Verify, Contains and Stats still work after Close, from the
+// cache, but every lookup fails. Close does not stop Run; its context
+// does.
+func (r *Resolver) Close() {
+	r.cancel()
+	r.flying.Wait()
 }
 
 // now reads the clock as the cache keeps it.
@@ -166,7 +180,7 @@ func (r *Resolver) verify(ctx context.Context, name string, addr netip.Addr) (Ou
 			return Match, nil
 		}
 		r.stats.misses.Add(1)
-		f = r.launchLocked(ctx, n, now)
+		f = r.launchLocked(n, now)
 	} else {
 		r.fmu.Unlock()
 		r.stats.misses.Add(1)
@@ -254,27 +268,28 @@ func (f *flight) wait(ctx context.Context) ([2]famResult, error) {
 	}
 }
 
-// launchLocked starts a lookup of name, releases fmu, runs the lookup and
-// returns its flight, done. The caller holds fmu and found no flight for
-// name.
-func (r *Resolver) launchLocked(ctx context.Context, name string, now int64) *flight {
+// launchLocked registers a lookup of name, releases fmu, and starts the
+// lookup in a goroutine of its own. The caller holds fmu and found no
+// flight for name.
+//
+// The lookup does not run in the caller's goroutine, nor under its
+// context: others may join it, and every caller must be able to leave on
+// its own context without failing the rest. It runs under the Resolver's
+// context (ended by Close) and is bounded by len(Servers) × Timeout.
+func (r *Resolver) launchLocked(name string, now int64) *flight {
 	f := &flight{done: make(chan struct{})}
 	r.flights[name] = f
 	r.cache.markAsked(name, now)
 	r.fmu.Unlock()
 	r.stats.lookups.Add(1)
-	r.fly(ctx, name, f)
+	r.flying.Go(func() { r.fly(name, f) })
 	return f
 }
 
-// fly runs the lookup of f in the calling goroutine, A and AAAA
-// concurrently, records the result in the cache, and releases the waiters.
-//
-// The lookup is detached from ctx's cancellation: others may be waiting
-// on it, and one caller giving up must not fail them all. It is bounded by
-// len(Servers) × Timeout instead.
-func (r *Resolver) fly(ctx context.Context, name string, f *flight) {
-	ctx = context.WithoutCancel(ctx)
+// fly runs the lookup of f, A and AAAA concurrently, records the result in
+// the cache, and releases the waiters.
+func (r *Resolver) fly(name string, f *flight) {
+	ctx := r.ctx
 	started := r.now()
 	var answers [2]answer
 	var errs [2]error
@@ -304,6 +319,10 @@ func (r *Resolver) fly(ctx context.Context, name string, f *flight) {
 func (r *Resolver) lookupType(ctx context.Context, name string, qtype uint16) (answer, error) {
 	var errs []error
 	for _, server := range r.cfg.Servers {
+		if err := ctx.Err(); err != nil { // Close
+			errs = append(errs, err)
+			break
+		}
 		a, err := r.ask(ctx, server, name, qtype)
 		if err == nil {
 			return a, nil

@@ -439,8 +439,9 @@ func TestVerifyGarbled(t *testing.T) {
 	}
 }
 
-// TestVerifyContextCancel: a caller that gives up gets an error, but the
-// lookup goes on for the others and fills the cache.
+// TestVerifyContextCancel: a caller that gives up gets an error at once,
+// even the one whose miss started the lookup; the lookup goes on for the
+// others and fills the cache.
 func TestVerifyContextCancel(t *testing.T) {
 	srv := dnstest.New()
 	srv.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
@@ -456,33 +457,67 @@ func TestVerifyContextCancel(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Transport = tr; c.Timeout = 10 * time.Second })
 	addr := netip.MustParseAddr("203.0.113.10")
 
+	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)
 	go func() {
-		_, err := e.r.Verify(context.Background(), allowed, addr)
+		_, err := e.r.Verify(ctx, allowed, addr)
 		first <- err
 	}()
 	waitFor(t, "the first lookup to start", func() bool { return e.r.Stats().Misses == 1 })
-
-	ctx, cancel := context.WithCancel(context.Background())
 	second := make(chan error, 1)
 	go func() {
-		_, err := e.r.Verify(ctx, allowed, addr)
+		_, err := e.r.Verify(context.Background(), allowed, addr)
 		second <- err
 	}()
 	waitFor(t, "the second caller to wait", func() bool { return e.r.Stats().Misses == 2 })
+
 	cancel()
-	if err := <-second; !errors.Is(err, context.Canceled) {
+	if err := <-first; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled caller: error %v, want context.Canceled", err)
 	}
 	close(release)
-	if err := <-first; err != nil {
-		t.Errorf("first caller: %v", err)
+	if err := <-second; err != nil {
+		t.Errorf("second caller: %v", err)
 	}
 	if got := e.verify(t, allowed, "203.0.113.10"); got != Match {
 		t.Errorf("after the lookup: %v, want match", got)
 	}
 	if got := e.r.Stats().Lookups; got != 1 {
 		t.Errorf("%d lookups, want 1", got)
+	}
+}
+
+// TestClose: Close ends the lookups in flight; their waiters get an error,
+// and later lookups fail at once. The cache still answers.
+func TestClose(t *testing.T) {
+	srv := dnstest.New()
+	srv.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	srv.SetAddrs("slow.example.test", 60, addrs("203.0.113.10")...)
+	tr := transportFunc(func(ctx context.Context, server string, q []byte) ([]byte, error) {
+		if m := new(dns.Msg); m.Unpack(q) == nil && m.Question[0].Name == "slow.example.test." {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return srv.Exchange(ctx, server, q)
+	})
+	e := newEnv(t, func(c *Config) { c.Transport = tr; c.Timeout = time.Minute })
+	e.verify(t, allowed, "203.0.113.10")
+
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := e.r.Verify(context.Background(), "slow.example.test", netip.MustParseAddr("203.0.113.10"))
+		waiting <- err
+	}()
+	waitFor(t, "the slow lookup to start", func() bool { return e.r.Stats().Misses == 2 })
+	e.r.Close()
+	if err := <-waiting; !errors.Is(err, context.Canceled) {
+		t.Errorf("waiter after Close: %v, want context.Canceled", err)
+	}
+	if _, err := e.verifyErr("other.example.test", "203.0.113.10"); !errors.Is(err, context.Canceled) {
+		t.Errorf("lookup after Close: %v, want context.Canceled", err)
+	}
+	if got := e.verify(t, allowed, "203.0.113.10"); got != Match {
+		t.Errorf("cached name after Close: %v, want match", got)
 	}
 }
 
