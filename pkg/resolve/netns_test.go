@@ -61,6 +61,7 @@ func TestNetTransportNetns(t *testing.T) {
 		zone    func(*dnstest.Server)
 		dsts    []string
 		cancel  time.Duration // cancel the caller's context after this long
+		timeout time.Duration // Config.Timeout; default 2s, generous for a loaded machine
 		want    Outcome
 		wantErr error
 		queries int // A+AAAA queries the server gets for allowed
@@ -74,7 +75,7 @@ func TestNetTransportNetns(t *testing.T) {
 			dsts: []string{"203.0.113.10"}, want: Match, queries: 4,
 		},
 		{name: "SERVFAIL", zone: func(s *dnstest.Server) { s.SetServFail(true) }, dsts: []string{"203.0.113.10"}, wantErr: ErrServFail, queries: 2},
-		{name: "no answer", zone: func(s *dnstest.Server) { s.SetDrop(true) }, dsts: []string{"203.0.113.10"}, wantErr: ErrTimeout, queries: 2},
+		{name: "no answer", zone: func(s *dnstest.Server) { s.SetDrop(true) }, dsts: []string{"203.0.113.10"}, timeout: 300 * time.Millisecond, wantErr: ErrTimeout, queries: 2},
 		{name: "closed port", servers: []string{dead}, dsts: []string{"203.0.113.10"}, wantErr: ErrUnreachable},
 		{name: "first server closed, second answers", servers: []string{dead, live}, dsts: []string{"203.0.113.10"}, want: Match, queries: 2},
 		{
@@ -97,7 +98,11 @@ func TestNetTransportNetns(t *testing.T) {
 				servers = []string{live}
 			}
 			before := srv.Queries(allowed, dns.TypeA) + srv.Queries(allowed, dns.TypeAAAA)
-			r, err := New(Config{Servers: servers, Transport: tr, Timeout: 300 * time.Millisecond, RequeryInterval: time.Nanosecond})
+			timeout := tc.timeout
+			if timeout == 0 {
+				timeout = 2 * time.Second
+			}
+			r, err := New(Config{Servers: servers, Transport: tr, Timeout: timeout, RequeryInterval: time.Nanosecond})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -74,8 +74,10 @@ type Resolver struct {
 	cancel context.CancelFunc
 	flying sync.WaitGroup // lookups in flight
 
+	// Counters; Verifies and Matches are sums of these, so that a hit
+	// adds to one counter only.
 	stats struct {
-		verifies, hits, negHits, misses, suppressed, matches, mismatches, errors,
+		hits, negHits, misses, suppressed, slowMatches, mismatches, errors,
 		lookups, queries, queryErrors, refreshes atomic.Uint64
 	}
 }
@@ -124,38 +126,42 @@ func (r *Resolver) now() int64 { return int64(r.cfg.Now().Sub(r.base)) }
 // addr is invalid. The Outcome is then Mismatch. An IPv4-mapped IPv6 addr
 // is verified as IPv4; a zone is ignored.
 func (r *Resolver) Verify(ctx context.Context, name string, addr netip.Addr) (Outcome, error) {
-	r.stats.verifies.Add(1)
-	out, err := r.verify(ctx, name, addr)
+	// The hit path: one clock read, one map lookup under a read lock, one
+	// counter. Names from pkg/classify are already normalised, so the name
+	// is tried as given before it is validated.
+	addr = addr.Unmap().WithZone("")
+	if addr.IsValid() && r.cache.has(name, addr, r.now()) {
+		r.stats.hits.Add(1)
+		return Match, nil
+	}
+	out, hit, err := r.verifySlow(ctx, name, addr)
 	switch {
+	case hit:
+		r.stats.hits.Add(1)
 	case err != nil:
 		r.stats.errors.Add(1)
 	case out == Match:
-		r.stats.matches.Add(1)
+		r.stats.slowMatches.Add(1)
 	default:
 		r.stats.mismatches.Add(1)
 	}
 	return out, err
 }
 
-func (r *Resolver) verify(ctx context.Context, name string, addr netip.Addr) (Outcome, error) {
+// verifySlow is Verify after a miss on the name as given. hit reports a
+// Match found in the cache after all (the name normalised, or a lookup
+// that ended meanwhile).
+func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr) (out Outcome, hit bool, err error) {
 	if !addr.IsValid() {
-		return Mismatch, ErrInvalidAddr
+		return Mismatch, false, ErrInvalidAddr
 	}
-	addr = addr.Unmap().WithZone("")
 	now := r.now()
-	// Names from pkg/classify are already normalised: try as given first,
-	// so the hit path neither validates nor allocates.
-	if r.cache.has(name, addr, now) {
-		r.stats.hits.Add(1)
-		return Match, nil
-	}
 	n, err := normalize(name)
 	if err != nil {
-		return Mismatch, err
+		return Mismatch, false, err
 	}
 	if n != name && r.cache.has(n, addr, now) {
-		r.stats.hits.Add(1)
-		return Match, nil
+		return Match, true, nil
 	}
 
 	fam := family(addr)
@@ -167,17 +173,16 @@ func (r *Resolver) verify(ctx context.Context, name string, addr netip.Addr) (Ou
 		case st.negFresh && !st.famFresh:
 			r.fmu.Unlock()
 			r.stats.negHits.Add(1)
-			return Mismatch, nil
+			return Mismatch, false, nil
 		case st.famFresh && now-st.asked < int64(r.cfg.RequeryInterval):
 			r.fmu.Unlock()
 			r.stats.suppressed.Add(1)
-			return Mismatch, nil
+			return Mismatch, false, nil
 		}
 		// A lookup may have finished between the check above and fmu.
 		if r.cache.has(n, addr, now) {
 			r.fmu.Unlock()
-			r.stats.hits.Add(1)
-			return Match, nil
+			return Match, true, nil
 		}
 		r.stats.misses.Add(1)
 		f = r.launchLocked(n, now)
@@ -188,15 +193,15 @@ func (r *Resolver) verify(ctx context.Context, name string, addr netip.Addr) (Ou
 
 	res, err := f.wait(ctx)
 	if err != nil {
-		return Mismatch, &LookupError{Name: n, Err: err}
+		return Mismatch, false, &LookupError{Name: n, Err: err}
 	}
 	if res[fam].err != nil {
-		return Mismatch, res[fam].err
+		return Mismatch, false, res[fam].err
 	}
 	if res[fam].has(addr) || r.cache.has(n, addr, r.now()) {
-		return Match, nil
+		return Match, false, nil
 	}
-	return Mismatch, nil
+	return Mismatch, false, nil
 }
 
 // Contains reports whether addr is a fresh cached address of name. It
@@ -218,15 +223,17 @@ func (r *Resolver) Contains(name string, addr netip.Addr) bool {
 // Stats returns the counters.
 func (r *Resolver) Stats() Stats {
 	s := &r.stats
+	// Load the parts of the sums once, so that each sum adds up.
+	hits, slowMatches, mismatches, errs := s.hits.Load(), s.slowMatches.Load(), s.mismatches.Load(), s.errors.Load()
 	return Stats{
-		Verifies:          s.verifies.Load(),
-		Hits:              s.hits.Load(),
+		Verifies:          hits + slowMatches + mismatches + errs,
+		Hits:              hits,
 		NegativeHits:      s.negHits.Load(),
 		Misses:            s.misses.Load(),
 		RequerySuppressed: s.suppressed.Load(),
-		Matches:           s.matches.Load(),
-		Mismatches:        s.mismatches.Load(),
-		Errors:            s.errors.Load(),
+		Matches:           hits + slowMatches,
+		Mismatches:        mismatches,
+		Errors:            errs,
 		Lookups:           s.lookups.Load(),
 		Queries:           s.queries.Load(),
 		QueryErrors:       s.queryErrors.Load(),
