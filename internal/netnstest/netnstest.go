@@ -8,6 +8,9 @@
 // of the test uses it from any goroutine. The thread is never unlocked, so
 // the Go runtime ends it with its goroutine instead of reusing it.
 //
+// For a namespace made elsewhere (a lab script's), &NS{Name: name} works
+// with Do and the socket helpers; only New creates and deletes one.
+//
 // Needs root (CAP_SYS_ADMIN) and `ip` (iproute2); without them New skips,
 // or fails under CI=true (internal/testenv).
 package netnstest

@@ -26,6 +26,8 @@
 //   - Watch and Run keep a set of names resolved ahead of need, for rules
 //     whose domains match by address on ports that carry no name; Contains
 //     answers from the cache alone and never blocks.
+//   - Lookups run in goroutines the Resolver owns, so every caller can
+//     leave on its own context; Close ends them and waits.
 //
 // What it refuses to trust: an answer whose ID, QR bit, opcode or question
 // differs from the query; one with the TC bit (the transport retries over

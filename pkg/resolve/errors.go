@@ -32,6 +32,8 @@ var (
 	ErrInvalidName = errors.New("invalid name")
 	// ErrInvalidAddr: the address is the zero netip.Addr.
 	ErrInvalidAddr = errors.New("invalid address")
+	// ErrClosed: the lookup was cut short or refused by Resolver.Close.
+	ErrClosed = errors.New("resolver closed")
 )
 
 // LookupError is a failed lookup of one name and type, after every

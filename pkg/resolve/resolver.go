@@ -64,6 +64,7 @@ type Resolver struct {
 
 	fmu     sync.Mutex
 	flights map[string]*flight
+	closed  bool // set by Close; no lookup starts after it
 
 	wmu     sync.Mutex                          // serialises Watch
 	watched atomic.Pointer[map[string]struct{}] // immutable; replaced by Watch
@@ -102,9 +103,12 @@ func New(cfg Config) (*Resolver, error) {
 
 // Close ends the lookups in flight and waits for them; their waiters get
 // an error. Verify, Contains and Stats still work after Close, from the
-// cache, but every lookup fails. Close does not stop Run; its context
+// cache, but every lookup fails with ErrClosed. Close does not stop Run; its context
 // does.
 func (r *Resolver) Close() {
+	r.fmu.Lock()
+	r.closed = true
+	r.fmu.Unlock()
 	r.cancel()
 	r.flying.Wait()
 }
@@ -285,6 +289,13 @@ func (f *flight) wait(ctx context.Context) ([2]famResult, error) {
 // context (ended by Close) and is bounded by len(Servers) × Timeout.
 func (r *Resolver) launchLocked(name string, now int64) *flight {
 	f := &flight{done: make(chan struct{})}
+	if r.closed {
+		r.fmu.Unlock()
+		err := &LookupError{Name: name, Err: ErrClosed}
+		f.res = [2]famResult{{err: err}, {err: err}}
+		close(f.done)
+		return f
+	}
 	r.flights[name] = f
 	r.cache.markAsked(name, now)
 	r.fmu.Unlock()
@@ -326,13 +337,13 @@ func (r *Resolver) fly(name string, f *flight) {
 func (r *Resolver) lookupType(ctx context.Context, name string, qtype uint16) (answer, error) {
 	var errs []error
 	for _, server := range r.cfg.Servers {
-		if err := ctx.Err(); err != nil { // Close
-			errs = append(errs, err)
-			break
-		}
 		a, err := r.ask(ctx, server, name, qtype)
 		if err == nil {
 			return a, nil
+		}
+		if ctx.Err() != nil { // Close, while this lookup was in flight
+			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrClosed, server, err))
+			break
 		}
 		r.stats.queryErrors.Add(1)
 		errs = append(errs, fmt.Errorf("%s: %w", server, err))

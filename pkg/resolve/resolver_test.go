@@ -510,11 +510,14 @@ func TestClose(t *testing.T) {
 	}()
 	waitFor(t, "the slow lookup to start", func() bool { return e.r.Stats().Misses == 2 })
 	e.r.Close()
-	if err := <-waiting; !errors.Is(err, context.Canceled) {
-		t.Errorf("waiter after Close: %v, want context.Canceled", err)
+	if err := <-waiting; !errors.Is(err, ErrClosed) {
+		t.Errorf("waiter after Close: %v, want ErrClosed", err)
 	}
-	if _, err := e.verifyErr("other.example.test", "203.0.113.10"); !errors.Is(err, context.Canceled) {
-		t.Errorf("lookup after Close: %v, want context.Canceled", err)
+	if _, err := e.verifyErr("other.example.test", "203.0.113.10"); !errors.Is(err, ErrClosed) {
+		t.Errorf("lookup after Close: %v, want ErrClosed", err)
+	}
+	if n := e.r.Stats().Lookups; n != 2 {
+		t.Errorf("%d lookups started, want 2 (none after Close)", n)
 	}
 	if got := e.verify(t, allowed, "203.0.113.10"); got != Match {
 		t.Errorf("cached name after Close: %v, want match", got)
