@@ -31,8 +31,8 @@
 //
 // What it refuses to trust: an answer whose ID, QR bit, opcode or question
 // differs from the query; one with the TC bit (the transport retries over
-// TCP first); one that does not unpack or whose sections hold fewer records
-// than the header announces; and any address that is not an A/AAAA record
+// TCP first); one that does not unpack, or whose records are not exactly
+// the ones the header announces, filling the message; and any address that is not an A/AAAA record
 // on the CNAME chain that starts at the question (RFC 1034 §3.6.2, §4.3.2).
 // DNSSEC is not validated: the resolver in the VPC is trusted, as it is by
 // every host the filter protects.
