@@ -1,0 +1,321 @@
+// Package dnstest is a DNS server for tests: a small recursive-resolver
+// stand-in whose zone, failures and answer rotation the test changes while
+// it runs, and which counts the queries it gets.
+//
+// It answers over sockets the caller opens (Start), so a lab test can open
+// them inside a network namespace, and in memory (Exchange, which makes a
+// Server a resolve.Transport). Both paths go through ServeDNS.
+//
+// Answers look like a recursive resolver's: CNAME chains in the zone are
+// followed and put in the answer section; an unknown name is NXDOMAIN and a
+// name without records of the asked type is NODATA, both with an SOA (owner
+// ".") whose TTL and MINIMUM are the negative TTL. It is for tests only:
+// no zone transfers, no DNSSEC, no EDNS options beyond the buffer size.
+package dnstest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/miekg/dns"
+)
+
+// maxHops bounds the CNAME chain ServeDNS follows; past it the answer is
+// SERVFAIL, as a resolver gives for a CNAME loop.
+const maxHops = 16
+
+type record struct {
+	ttl   uint32
+	addrs [2][]netip.Addr // [0] IPv4 (A), [1] IPv6 (AAAA)
+	cname string          // target, normalised; when set, addrs are empty
+	next  [2]int          // rotation offset per family
+}
+
+// Server is a test DNS server. Its zero value is not usable; call New.
+// Its methods are safe for concurrent use.
+type Server struct {
+	mu       sync.Mutex
+	names    map[string]*record
+	servFail bool
+	drop     bool
+	truncUDP bool
+	rotate   int
+	negTTL   uint32
+	queries  map[query]int
+	total    int
+
+	servers []*dns.Server
+	wg      sync.WaitGroup
+}
+
+type query struct {
+	name  string
+	qtype uint16
+}
+
+// New returns a Server with an empty zone and a negative TTL of 5 seconds.
+func New() *Server {
+	return &Server{names: make(map[string]*record), queries: make(map[query]int), negTTL: 5}
+}
+
+// norm lowercases a name and drops its trailing dot.
+func norm(name string) string { return strings.ToLower(strings.TrimSuffix(name, ".")) }
+
+// SetAddrs makes name answer addrs (IPv4 as A, IPv6 as AAAA) with ttl,
+// replacing whatever name had (a CNAME included). No addrs: the name
+// exists with no records (NODATA).
+func (s *Server) SetAddrs(name string, ttl uint32, addrs ...netip.Addr) {
+	r := &record{ttl: ttl}
+	for _, a := range addrs {
+		a = a.Unmap()
+		f := 0
+		if a.Is6() {
+			f = 1
+		}
+		r.addrs[f] = append(r.addrs[f], a)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.names[norm(name)] = r
+}
+
+// SetCNAME makes name an alias of target with ttl, replacing whatever name
+// had.
+func (s *Server) SetCNAME(name, target string, ttl uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.names[norm(name)] = &record{ttl: ttl, cname: norm(target)}
+}
+
+// Remove deletes name: it answers NXDOMAIN from now on.
+func (s *Server) Remove(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.names, norm(name))
+}
+
+// SetServFail makes every answer SERVFAIL while on.
+func (s *Server) SetServFail(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.servFail = on
+}
+
+// SetDrop makes the server count queries but never answer while on, as an
+// unreachable or overloaded resolver (the client times out).
+func (s *Server) SetDrop(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop = on
+}
+
+// SetTruncateUDP makes every answer over UDP an empty one with the TC bit,
+// so the client must ask again over TCP, while on.
+func (s *Server) SetTruncateUDP(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.truncUDP = on
+}
+
+// SetRotate makes each answer carry only n of a name's addresses of the
+// asked type, starting one further along the list for every query, as a
+// resolver in front of a large round-robin set does. 0: all, in order.
+func (s *Server) SetRotate(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rotate = n
+}
+
+// SetNegativeTTL sets the TTL and MINIMUM of the SOA sent with NXDOMAIN and
+// NODATA answers.
+func (s *Server) SetNegativeTTL(ttl uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.negTTL = ttl
+}
+
+// Queries returns how many queries for name and qtype (dns.TypeA, ...)
+// the server has received, answered or not.
+func (s *Server) Queries(name string, qtype uint16) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queries[query{norm(name), qtype}]
+}
+
+// Total returns how many queries the server has received.
+func (s *Server) Total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// ServeDNS implements dns.Handler.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m, ok := s.answer(req, isUDP(w.RemoteAddr()))
+	if !ok {
+		return
+	}
+	_ = w.WriteMsg(m)
+}
+
+func isUDP(a net.Addr) bool {
+	_, ok := a.(*net.UDPAddr)
+	return ok
+}
+
+// answer builds the reply to req; ok is false when the server stays silent.
+func (s *Server) answer(req *dns.Msg, udp bool) (m *dns.Msg, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m = new(dns.Msg)
+	m.SetReply(req)
+	m.RecursionAvailable = true
+	if len(req.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
+		return m, true
+	}
+	q := req.Question[0]
+	s.total++
+	s.queries[query{norm(q.Name), q.Qtype}]++
+	switch {
+	case s.drop:
+		return nil, false
+	case s.servFail:
+		m.Rcode = dns.RcodeServerFailure
+		return m, true
+	case udp && s.truncUDP:
+		m.Truncated = true
+		return m, true
+	}
+
+	name := norm(q.Name)
+	for range maxHops {
+		r := s.names[name]
+		if r == nil {
+			m.Rcode = dns.RcodeNameError
+			m.Ns = []dns.RR{s.soa()}
+			return m, true
+		}
+		if r.cname != "" {
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(name, dns.TypeCNAME, r.ttl), Target: dns.Fqdn(r.cname)})
+			name = r.cname
+			continue
+		}
+		for _, a := range s.pick(r, q.Qtype) {
+			if a.Is4() {
+				m.Answer = append(m.Answer, &dns.A{Hdr: hdr(name, dns.TypeA, r.ttl), A: a.AsSlice()})
+			} else {
+				m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr(name, dns.TypeAAAA, r.ttl), AAAA: a.AsSlice()})
+			}
+		}
+		if len(m.Answer) == 0 || m.Answer[len(m.Answer)-1].Header().Rrtype == dns.TypeCNAME {
+			m.Ns = []dns.RR{s.soa()} // NODATA
+		}
+		return m, true
+	}
+	m.Answer = nil
+	m.Rcode = dns.RcodeServerFailure
+	return m, true
+}
+
+// pick returns the addresses of r that answer qtype, rotated when asked.
+// The caller holds mu.
+func (s *Server) pick(r *record, qtype uint16) []netip.Addr {
+	f := 0
+	switch qtype {
+	case dns.TypeA:
+	case dns.TypeAAAA:
+		f = 1
+	default:
+		return nil
+	}
+	all := r.addrs[f]
+	if s.rotate <= 0 || s.rotate >= len(all) {
+		return all
+	}
+	out := make([]netip.Addr, 0, s.rotate)
+	for i := range s.rotate {
+		out = append(out, all[(r.next[f]+i)%len(all)])
+	}
+	r.next[f] = (r.next[f] + 1) % len(all)
+	return out
+}
+
+func (s *Server) soa() *dns.SOA {
+	return &dns.SOA{
+		Hdr: hdr(".", dns.TypeSOA, s.negTTL),
+		Ns:  "ns.test.", Mbox: "hostmaster.test.",
+		Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: s.negTTL,
+	}
+}
+
+func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
+	return dns.RR_Header{Name: dns.Fqdn(name), Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}
+
+// Exchange answers a packed query in memory, as a TCP server would (never
+// truncated). When the server drops queries it blocks until ctx ends. It
+// makes a Server a resolve.Transport; server is ignored.
+func (s *Server) Exchange(ctx context.Context, _ string, q []byte) ([]byte, error) {
+	req := new(dns.Msg)
+	if err := req.Unpack(q); err != nil {
+		return nil, fmt.Errorf("dnstest: unpack query: %w", err)
+	}
+	m, ok := s.answer(req, false)
+	if !ok {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return m.Pack()
+}
+
+// Start serves DNS on pc (UDP) and l (TCP) until Close; either may be nil,
+// not both. The caller opens them, inside whatever network namespace the
+// test needs. Start returns once both are serving.
+func (s *Server) Start(pc net.PacketConn, l net.Listener) error {
+	if pc == nil && l == nil {
+		return errors.New("dnstest: Start needs a PacketConn or a Listener")
+	}
+	var srvs []*dns.Server
+	if pc != nil {
+		srvs = append(srvs, &dns.Server{PacketConn: pc, Handler: s})
+	}
+	if l != nil {
+		srvs = append(srvs, &dns.Server{Listener: l, Handler: s})
+	}
+	for _, srv := range srvs {
+		started := make(chan struct{})
+		failed := make(chan error, 1)
+		srv.NotifyStartedFunc = func() { close(started) }
+		s.wg.Go(func() { failed <- srv.ActivateAndServe() })
+		select {
+		case <-started:
+			s.mu.Lock()
+			s.servers = append(s.servers, srv)
+			s.mu.Unlock()
+		case err := <-failed:
+			return errors.Join(fmt.Errorf("dnstest: serve: %w", err), s.Close())
+		}
+	}
+	return nil
+}
+
+// Close stops the servers Start started, closing the PacketConn and the
+// Listener given to Start, and waits for them.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	srvs := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range srvs {
+		errs = append(errs, srv.Shutdown())
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}

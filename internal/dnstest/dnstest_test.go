@@ -1,0 +1,142 @@
+package dnstest
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
+)
+
+// ask sends one query through Exchange and returns the reply in short
+// form: rcode, then each answer record, then "SOA" if the authority
+// section has one.
+func ask(t *testing.T, s *Server, name string, qtype uint16) []string {
+	t.Helper()
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), qtype)
+	b, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Exchange(context.Background(), "", b)
+	if err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(resp); err != nil {
+		t.Fatalf("unpack reply: %v", err)
+	}
+	if m.Id != q.Id || !m.Response {
+		t.Fatalf("reply ID %d, QR %t; want ID %d, QR set", m.Id, m.Response, q.Id)
+	}
+	out := []string{dns.RcodeToString[m.Rcode]}
+	for _, rr := range m.Answer {
+		out = append(out, rr.String())
+	}
+	for _, rr := range m.Ns {
+		if _, ok := rr.(*dns.SOA); ok {
+			out = append(out, "SOA")
+		}
+	}
+	return out
+}
+
+func TestAnswers(t *testing.T) {
+	a := netip.MustParseAddr
+	zone := func(s *Server) {
+		s.SetAddrs("www.example.test", 60, a("203.0.113.1"), a("203.0.113.2"), a("2001:db8::1"))
+		s.SetCNAME("alias.example.test", "www.example.test", 30)
+		s.SetCNAME("dangling.example.test", "gone.example.test", 30)
+		s.SetCNAME("loop1.example.test", "loop2.example.test", 30)
+		s.SetCNAME("loop2.example.test", "loop1.example.test", 30)
+		s.SetAddrs("empty.example.test", 60)
+	}
+	tests := []struct {
+		name  string
+		edit  func(*Server)
+		qname string
+		qtype uint16
+		want  []string
+	}{
+		{name: "A", qname: "www.example.test", qtype: dns.TypeA, want: []string{
+			"NOERROR", "www.example.test.\t60\tIN\tA\t203.0.113.1", "www.example.test.\t60\tIN\tA\t203.0.113.2"}},
+		{name: "AAAA", qname: "WWW.example.test.", qtype: dns.TypeAAAA, want: []string{
+			"NOERROR", "www.example.test.\t60\tIN\tAAAA\t2001:db8::1"}},
+		{name: "CNAME followed", qname: "alias.example.test", qtype: dns.TypeA, want: []string{
+			"NOERROR", "alias.example.test.\t30\tIN\tCNAME\twww.example.test.",
+			"www.example.test.\t60\tIN\tA\t203.0.113.1", "www.example.test.\t60\tIN\tA\t203.0.113.2"}},
+		{name: "CNAME to nothing: NXDOMAIN", qname: "dangling.example.test", qtype: dns.TypeA, want: []string{
+			"NXDOMAIN", "dangling.example.test.\t30\tIN\tCNAME\tgone.example.test.", "SOA"}},
+		{name: "CNAME loop: SERVFAIL", qname: "loop1.example.test", qtype: dns.TypeA, want: []string{"SERVFAIL"}},
+		{name: "unknown name: NXDOMAIN", qname: "nope.example.test", qtype: dns.TypeA, want: []string{"NXDOMAIN", "SOA"}},
+		{name: "no records: NODATA", qname: "empty.example.test", qtype: dns.TypeA, want: []string{"NOERROR", "SOA"}},
+		{name: "no record of the type: NODATA", qname: "www.example.test", qtype: dns.TypeMX, want: []string{"NOERROR", "SOA"}},
+		{name: "removed", edit: func(s *Server) { s.Remove("www.example.test") }, qname: "www.example.test", qtype: dns.TypeA, want: []string{"NXDOMAIN", "SOA"}},
+		{name: "replaced", edit: func(s *Server) { s.SetAddrs("www.example.test", 5, a("203.0.113.9")) }, qname: "alias.example.test", qtype: dns.TypeA, want: []string{
+			"NOERROR", "alias.example.test.\t30\tIN\tCNAME\twww.example.test.", "www.example.test.\t5\tIN\tA\t203.0.113.9"}},
+		{name: "SERVFAIL switch", edit: func(s *Server) { s.SetServFail(true) }, qname: "www.example.test", qtype: dns.TypeA, want: []string{"SERVFAIL"}},
+		{name: "TC only over UDP", edit: func(s *Server) { s.SetTruncateUDP(true) }, qname: "www.example.test", qtype: dns.TypeAAAA, want: []string{
+			"NOERROR", "www.example.test.\t60\tIN\tAAAA\t2001:db8::1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New()
+			zone(s)
+			if tc.edit != nil {
+				tc.edit(s)
+			}
+			if diff := cmp.Diff(tc.want, ask(t, s, tc.qname, tc.qtype)); diff != "" {
+				t.Errorf("reply (-want +got):\n%s", diff)
+			}
+			if got := s.Queries(tc.qname, tc.qtype); got != 1 {
+				t.Errorf("Queries(%s) = %d, want 1", tc.qname, got)
+			}
+		})
+	}
+}
+
+func TestRotate(t *testing.T) {
+	s := New()
+	s.SetAddrs("rr.example.test", 60, netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2"), netip.MustParseAddr("203.0.113.3"))
+	s.SetRotate(2)
+	var got [][]string
+	for range 4 {
+		got = append(got, ask(t, s, "rr.example.test", dns.TypeA)[1:])
+	}
+	rr := func(last string) string { return "rr.example.test.\t60\tIN\tA\t203.0.113." + last }
+	want := [][]string{{rr("1"), rr("2")}, {rr("2"), rr("3")}, {rr("3"), rr("1")}, {rr("1"), rr("2")}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rotated answers (-want +got):\n%s", diff)
+	}
+	if n := s.Total(); n != 4 {
+		t.Errorf("Total = %d, want 4", n)
+	}
+}
+
+func TestDrop(t *testing.T) {
+	s := New()
+	s.SetDrop(true)
+	q := new(dns.Msg)
+	q.SetQuestion("www.example.test.", dns.TypeA)
+	b, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := s.Exchange(ctx, "", b); err != context.DeadlineExceeded {
+		t.Errorf("Exchange while dropping: %v, want context.DeadlineExceeded", err)
+	}
+	if n := s.Queries("www.example.test", dns.TypeA); n != 1 {
+		t.Errorf("dropped query not counted: %d", n)
+	}
+}
+
+func TestStartNeedsASocket(t *testing.T) {
+	if err := New().Start(nil, nil); err == nil {
+		t.Error("Start(nil, nil) = nil, want an error")
+	}
+}

@@ -1,0 +1,132 @@
+package resolve
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultServer is the Amazon-provided resolver of every VPC, reachable
+	// from any instance at this link-local address.
+	DefaultServer          = "169.254.169.253:53"
+	DefaultCacheMax        = 100_000
+	DefaultTimeout         = 2 * time.Second
+	DefaultMinTTL          = 5 * time.Second
+	DefaultMaxTTL          = time.Hour
+	DefaultNegativeTTL     = 30 * time.Second
+	DefaultRequeryInterval = time.Second
+	DefaultMaxAddrs        = 64
+)
+
+// Config configures a Resolver. The zero value of every field means its
+// default; negative durations and counts are refused.
+type Config struct {
+	// Servers are the resolvers asked, as IP:port ("[v6]:port" for IPv6),
+	// in order: the next is tried when one times out, is unreachable,
+	// fails (SERVFAIL, another error rcode) or gives a malformed answer.
+	// Host names are refused (resolving the resolver is circular).
+	// Zero value: []string{DefaultServer}.
+	Servers []string
+
+	// CacheMax bounds the names cached; past it the least recently used
+	// (CLOCK) name is evicted, names given to Watch last. Zero: 100,000.
+	CacheMax int
+
+	// MaxAddrs bounds the addresses kept per name, the union of all
+	// answers seen. When full, a new address replaces the one that expires
+	// soonest (if the new one outlives it). Zero: 64.
+	MaxAddrs int
+
+	// Timeout bounds one query to one server (UDP, and TCP when the UDP
+	// answer was truncated). A lookup tries every server in turn, so a
+	// caller may wait len(Servers) × Timeout. Zero: 2s.
+	Timeout time.Duration
+
+	// MinTTL and MaxTTL clamp the TTL of every cached address.
+	//
+	// The floor exists because an answer with TTL 0 (or 1) is common for
+	// names behind health-checked load balancers, and the client connects
+	// after its lookup: without a floor the address would have expired by
+	// the time its SYN arrives, and every such flow would cost a query and
+	// could still fail on a rotated answer. The ceiling bounds how long a
+	// withdrawn address keeps verifying. Zero: 5s and 1h.
+	MinTTL time.Duration
+	MaxTTL time.Duration
+
+	// NegativeTTL caps how long NXDOMAIN and NODATA answers are cached; the
+	// TTL itself comes from the answer's SOA (RFC 2308 §5), clamped to
+	// [MinTTL, NegativeTTL], or MinTTL when the answer has no SOA.
+	// Zero: 30s.
+	NegativeTTL time.Duration
+
+	// RequeryInterval: a name whose fresh cached answers lack the
+	// destination is asked again before the flow is denied, but at most
+	// once per this interval; within it the flow is a mismatch without a
+	// query. Zero: 1s.
+	RequeryInterval time.Duration
+
+	// Now is the clock. Zero: time.Now. Tests use a fake clock; a real
+	// clock's monotonic reading makes wall-clock steps harmless.
+	Now func() time.Time
+
+	// Transport carries queries. Zero: NetTransport{} (UDP, TCP on TC).
+	Transport Transport
+
+	// Logger receives the refresher's failures and recoveries (Run); the
+	// per-flow path never logs. Zero: discard.
+	Logger *slog.Logger
+}
+
+// withDefaults validates c and fills its zero values.
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Servers) == 0 {
+		c.Servers = []string{DefaultServer}
+	}
+	var errs []error
+	for _, s := range c.Servers {
+		if _, err := netip.ParseAddrPort(s); err != nil {
+			errs = append(errs, fmt.Errorf("resolve: server %q: want IP:port (like %q): %w", s, DefaultServer, err))
+		}
+	}
+	orDefault(&errs, "CacheMax", &c.CacheMax, DefaultCacheMax)
+	orDefault(&errs, "MaxAddrs", &c.MaxAddrs, DefaultMaxAddrs)
+	orDefault(&errs, "Timeout", &c.Timeout, DefaultTimeout)
+	orDefault(&errs, "MinTTL", &c.MinTTL, DefaultMinTTL)
+	orDefault(&errs, "MaxTTL", &c.MaxTTL, DefaultMaxTTL)
+	orDefault(&errs, "NegativeTTL", &c.NegativeTTL, DefaultNegativeTTL)
+	orDefault(&errs, "RequeryInterval", &c.RequeryInterval, DefaultRequeryInterval)
+	if c.MinTTL > c.MaxTTL {
+		errs = append(errs, fmt.Errorf("resolve: MinTTL %v is above MaxTTL %v", c.MinTTL, c.MaxTTL))
+	}
+	if c.MinTTL > c.NegativeTTL {
+		errs = append(errs, fmt.Errorf("resolve: MinTTL %v is above NegativeTTL %v", c.MinTTL, c.NegativeTTL))
+	}
+	if c.CacheMax > maxCacheMax {
+		errs = append(errs, fmt.Errorf("resolve: CacheMax %d is above %d", c.CacheMax, maxCacheMax))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Transport == nil {
+		c.Transport = NetTransport{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, errors.Join(errs...)
+}
+
+// orDefault sets *v to def when it is zero, and records an error when it
+// is negative.
+func orDefault[T int | time.Duration](errs *[]error, field string, v *T, def T) {
+	switch {
+	case *v < 0:
+		*errs = append(*errs, fmt.Errorf("resolve: %s %v is negative", field, *v))
+	case *v == 0:
+		*v = def
+	}
+}

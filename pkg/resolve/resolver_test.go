@@ -1,0 +1,662 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/dnstest"
+)
+
+const (
+	allowed = "allowed.example.test"
+	missing = "missing.example.test"
+)
+
+// step is one moment of a scenario: move the clock, change the zone, then
+// verify one flow and check the outcome and the queries the server has
+// seen for the name so far (A and AAAA together).
+type step struct {
+	advance time.Duration
+	zone    func(*dnstest.Server)
+	name    string // default allowed
+	addr    string
+	want    Outcome
+	wantErr error
+	queries int
+}
+
+func TestVerifyScenarios(t *testing.T) {
+	set := func(ttl uint32, as ...string) func(*dnstest.Server) {
+		return func(s *dnstest.Server) { s.SetAddrs(allowed, ttl, addrs(as...)...) }
+	}
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		zone  func(*dnstest.Server)
+		steps []step
+	}{
+		{
+			name: "first flow looks up, the next ones hit the cache",
+			zone: set(300, "203.0.113.10", "203.0.113.11", "2001:db8::10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{addr: "203.0.113.11", want: Match, queries: 2},
+				{addr: "2001:db8::10", want: Match, queries: 2},
+				{advance: 299 * time.Second, addr: "203.0.113.10", want: Match, queries: 2},
+			},
+		},
+		{
+			name: "a miss asks again, at most once per RequeryInterval",
+			zone: set(300, "203.0.113.10"),
+			steps: []step{
+				{addr: "198.18.0.66", want: Mismatch, queries: 2},
+				{addr: "198.18.0.66", want: Mismatch, queries: 2},
+				{advance: 999 * time.Millisecond, addr: "198.18.0.66", want: Mismatch, queries: 2},
+				{advance: time.Millisecond, addr: "198.18.0.66", want: Mismatch, queries: 4},
+				{addr: "203.0.113.10", want: Match, queries: 4},
+			},
+		},
+		{
+			name: "answers expire with their TTL",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 59 * time.Second, addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: time.Second, addr: "203.0.113.10", want: Match, queries: 4},
+			},
+		},
+		{
+			name: "TTL 0 still verifies the flows that follow, for MinTTL",
+			zone: set(0, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 4999 * time.Millisecond, addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: time.Millisecond, addr: "203.0.113.10", want: Match, queries: 4},
+			},
+		},
+		{
+			name: "MaxTTL caps a long TTL",
+			edit: func(c *Config) { c.MaxTTL = time.Hour },
+			zone: set(86400, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: time.Hour, addr: "203.0.113.10", want: Match, queries: 4},
+			},
+		},
+		{
+			name: "rotating answers: every address seen verifies until its own TTL",
+			zone: func(s *dnstest.Server) {
+				s.SetRotate(1)
+				s.SetAddrs(allowed, 60, addrs("203.0.113.10", "203.0.113.11", "203.0.113.12")...)
+			},
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},                                    // t=0: answer .10
+				{addr: "203.0.113.11", want: Mismatch, queries: 2},                                 // asked just now
+				{advance: time.Second, addr: "203.0.113.11", want: Match, queries: 4},              // t=1: answer .11
+				{advance: time.Second, addr: "203.0.113.12", want: Match, queries: 6},              // t=2: answer .12
+				{addr: "203.0.113.10", want: Match, queries: 6},                                    // the union
+				{addr: "203.0.113.11", want: Match, queries: 6},                                    //
+				{advance: 58 * time.Second, addr: "203.0.113.11", want: Match, queries: 6},         // t=60: .10 expired
+				{addr: "203.0.113.10", want: Match, queries: 8},                                    // answer .10 again
+				{advance: 1500 * time.Millisecond, addr: "203.0.113.11", want: Match, queries: 10}, // t=61.5: .11 expired, answer .11
+			},
+		},
+		{
+			name: "a withdrawn address verifies until its TTL, then not",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 30 * time.Second, zone: set(60, "203.0.113.20"), addr: "203.0.113.10", want: Match, queries: 2},
+				{addr: "203.0.113.20", want: Match, queries: 4},
+				{advance: 30 * time.Second, addr: "203.0.113.10", want: Mismatch, queries: 6},
+				{addr: "203.0.113.20", want: Match, queries: 6},
+			},
+		},
+		{
+			name: "NXDOMAIN: a mismatch, cached for the SOA's TTL",
+			zone: func(s *dnstest.Server) { s.SetNegativeTTL(10) },
+			steps: []step{
+				{name: missing, addr: "203.0.113.10", want: Mismatch, queries: 2},
+				{advance: 9 * time.Second, name: missing, addr: "203.0.113.10", want: Mismatch, queries: 2},
+				{advance: time.Second, name: missing, addr: "203.0.113.10", want: Mismatch, queries: 4},
+			},
+		},
+		{
+			name: "NXDOMAIN: the negative TTL is capped at NegativeTTL",
+			zone: func(s *dnstest.Server) { s.SetNegativeTTL(3600) },
+			steps: []step{
+				{name: missing, addr: "203.0.113.10", want: Mismatch, queries: 2},
+				{advance: 29 * time.Second, name: missing, addr: "203.0.113.10", want: Mismatch, queries: 2},
+				{advance: time.Second, name: missing, addr: "203.0.113.10", want: Mismatch, queries: 4},
+			},
+		},
+		{
+			name: "NXDOMAIN: a negative TTL of 0 lasts MinTTL",
+			zone: func(s *dnstest.Server) { s.SetNegativeTTL(0) },
+			steps: []step{
+				{name: missing, addr: "203.0.113.10", want: Mismatch, queries: 2},
+				{advance: 4 * time.Second, name: missing, addr: "203.0.113.10", want: Mismatch, queries: 2},
+				{advance: time.Second, name: missing, addr: "203.0.113.10", want: Mismatch, queries: 4},
+			},
+		},
+		{
+			name: "a name that appears verifies once its negative entry expires",
+			zone: func(s *dnstest.Server) { s.SetNegativeTTL(10) },
+			steps: []step{
+				{addr: "203.0.113.10", want: Mismatch, queries: 2},
+				{advance: 5 * time.Second, zone: set(60, "203.0.113.10"), addr: "203.0.113.10", want: Mismatch, queries: 2},
+				{advance: 5 * time.Second, addr: "203.0.113.10", want: Match, queries: 4},
+			},
+		},
+		{
+			name: "NODATA for AAAA is cached for IPv6; A still verifies",
+			zone: set(300, "203.0.113.10"),
+			steps: []step{
+				{addr: "2001:db8::10", want: Mismatch, queries: 2},
+				{advance: 2 * time.Second, addr: "2001:db8::10", want: Mismatch, queries: 2},
+				{addr: "203.0.113.10", want: Match, queries: 2},
+			},
+		},
+		{
+			name: "CNAME chain: the addresses of the target, for the chain's smallest TTL",
+			zone: func(s *dnstest.Server) {
+				s.SetCNAME(allowed, "a.cdn.test", 10)
+				s.SetCNAME("a.cdn.test", "b.cdn.test", 300)
+				s.SetAddrs("b.cdn.test", 300, addrs("203.0.113.20")...)
+			},
+			steps: []step{
+				{addr: "203.0.113.20", want: Match, queries: 2},
+				{advance: 9 * time.Second, addr: "203.0.113.20", want: Match, queries: 2},
+				{advance: time.Second, addr: "203.0.113.20", want: Match, queries: 4},
+			},
+		},
+		{
+			name: "SERVFAIL is an error and is not cached",
+			zone: func(s *dnstest.Server) { s.SetServFail(true) },
+			steps: []step{
+				{addr: "203.0.113.10", wantErr: ErrServFail, queries: 2},
+				{addr: "203.0.113.10", wantErr: ErrServFail, queries: 4},
+				{zone: func(s *dnstest.Server) { s.SetServFail(false); s.SetAddrs(allowed, 60, addrs("203.0.113.10")...) }, addr: "203.0.113.10", want: Match, queries: 6},
+			},
+		},
+		{
+			name: "resolver fails after a good answer: cached addresses still verify, others are errors",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: time.Second, zone: func(s *dnstest.Server) { s.SetServFail(true) }, addr: "203.0.113.10", want: Match, queries: 2},
+				{addr: "198.18.0.66", wantErr: ErrServFail, queries: 4},
+			},
+		},
+		{
+			name: "a resolver that does not answer times out",
+			zone: func(s *dnstest.Server) { s.SetDrop(true) },
+			steps: []step{
+				{addr: "203.0.113.10", wantErr: ErrTimeout, queries: 2},
+			},
+		},
+		{
+			name: "IPv4-mapped destination is verified as IPv4",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "::ffff:203.0.113.10", want: Match, queries: 2},
+				{addr: "203.0.113.10", want: Match, queries: 2},
+			},
+		},
+		{
+			name: "name with capitals and a trailing dot",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{name: "Allowed.Example.TEST.", addr: "203.0.113.10", want: Match, queries: 2},
+				{name: allowed, addr: "203.0.113.10", want: Match, queries: 2},
+			},
+		},
+		{
+			name: "invalid names are refused without a query",
+			steps: []step{
+				{name: "*.example.test", addr: "203.0.113.10", wantErr: ErrInvalidName},
+				{name: "a..example.test", addr: "203.0.113.10", wantErr: ErrInvalidName},
+				{name: "a b.example.test", addr: "203.0.113.10", wantErr: ErrInvalidName},
+				{name: `a\046b.example.test`, addr: "203.0.113.10", wantErr: ErrInvalidName},
+				{name: strings.Repeat("a", 64) + ".test", addr: "203.0.113.10", wantErr: ErrInvalidName},
+				{name: strings.Repeat("abcdefg.", 32) + "test", addr: "203.0.113.10", wantErr: ErrInvalidName},
+				{name: ".", addr: "203.0.113.10", wantErr: ErrInvalidName},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.edit)
+			if tc.zone != nil {
+				tc.zone(e.dns)
+			}
+			for i, s := range tc.steps {
+				e.clk.Advance(s.advance)
+				if s.zone != nil {
+					s.zone(e.dns)
+				}
+				name := s.name
+				if name == "" {
+					name = allowed
+				}
+				got, err := e.verifyErr(name, s.addr)
+				switch {
+				case s.wantErr != nil && !errors.Is(err, s.wantErr):
+					t.Fatalf("step %d: Verify(%s, %s) error = %v, want %v", i, name, s.addr, err, s.wantErr)
+				case s.wantErr == nil && err != nil:
+					t.Fatalf("step %d: Verify(%s, %s): %v", i, name, s.addr, err)
+				case err != nil && got != Mismatch:
+					t.Fatalf("step %d: Verify(%s, %s) = %v with an error, want mismatch", i, name, s.addr, got)
+				case err == nil && got != s.want:
+					t.Errorf("step %d: Verify(%s, %s) = %v, want %v", i, name, s.addr, got, s.want)
+				}
+				if q := e.dns.Total(); q != s.queries {
+					t.Errorf("step %d: server got %d queries in all, want %d", i, q, s.queries)
+				}
+			}
+		})
+	}
+}
+
+func TestVerifyStats(t *testing.T) {
+	e := newEnv(t, nil)
+	e.dns.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	e.verify(t, allowed, "203.0.113.10")          // miss, lookup, match
+	e.verify(t, allowed, "203.0.113.10")          // hit
+	e.verify(t, allowed, "198.18.0.66")           // suppressed mismatch
+	e.clk.Advance(time.Second)                    //
+	e.verify(t, allowed, "198.18.0.66")           // miss, lookup, mismatch
+	e.verify(t, missing, "203.0.113.10")          // miss, lookup, NXDOMAIN
+	e.verify(t, missing, "203.0.113.10")          // negative hit
+	e.dns.SetServFail(true)                       //
+	e.clk.Advance(time.Second)                    //
+	_, err := e.verifyErr(allowed, "198.18.0.66") // miss, lookup, error
+	if !errors.Is(err, ErrServFail) {
+		t.Fatalf("Verify on SERVFAIL: %v", err)
+	}
+	want := Stats{
+		Verifies: 7, Hits: 1, NegativeHits: 1, Misses: 4, RequerySuppressed: 1,
+		Matches: 2, Mismatches: 4, Errors: 1, Lookups: 4, Queries: 8, QueryErrors: 2, Names: 2,
+	}
+	if diff := cmp.Diff(want, e.r.Stats()); diff != "" {
+		t.Errorf("Stats (-want +got):\n%s", diff)
+	}
+}
+
+// TestVerifyFamilyError: a failure of the AAAA lookup does not fail IPv4
+// flows, whose answer is the A lookup's.
+func TestVerifyFamilyError(t *testing.T) {
+	srv := dnstest.New()
+	srv.SetAddrs(allowed, 60, addrs("203.0.113.10", "2001:db8::10")...)
+	tr := transportFunc(func(ctx context.Context, server string, q []byte) ([]byte, error) {
+		if queryType(q) == dns.TypeAAAA {
+			return nil, errors.New("connection refused")
+		}
+		return srv.Exchange(ctx, server, q)
+	})
+	e := newEnv(t, func(c *Config) { c.Transport = tr })
+	if got := e.verify(t, allowed, "203.0.113.10"); got != Match {
+		t.Errorf("IPv4 destination: %v, want match", got)
+	}
+	e.clk.Advance(time.Second)
+	if got := e.verify(t, allowed, "198.18.0.66"); got != Mismatch {
+		t.Errorf("other IPv4 destination: %v, want mismatch", got)
+	}
+	_, err := e.verifyErr(allowed, "2001:db8::10")
+	var le *LookupError
+	if !errors.Is(err, ErrUnreachable) || !errors.As(err, &le) || le.Type != dns.TypeAAAA || le.Name != allowed {
+		t.Errorf("IPv6 destination: error %v, want a LookupError for AAAA wrapping ErrUnreachable", err)
+	}
+}
+
+// TestVerifyServers: servers are tried in order; the error names each.
+func TestVerifyServers(t *testing.T) {
+	const dead, slow, live = "198.18.0.1:53", "198.18.0.2:53", "198.18.0.3:53"
+	srv := dnstest.New()
+	srv.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	var mu sync.Mutex
+	asked := map[string]int{}
+	tr := transportFunc(func(ctx context.Context, server string, q []byte) ([]byte, error) {
+		mu.Lock()
+		asked[server]++
+		mu.Unlock()
+		switch server {
+		case dead:
+			return nil, errors.New("connect: connection refused")
+		case slow:
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return srv.Exchange(ctx, server, q)
+	})
+	tests := []struct {
+		name      string
+		servers   []string
+		want      Outcome
+		wantErrs  []error
+		wantAsked map[string]int
+	}{
+		{name: "first fails, second answers", servers: []string{dead, live}, want: Match, wantAsked: map[string]int{dead: 2, live: 2}},
+		{name: "first times out, second answers", servers: []string{slow, live}, want: Match, wantAsked: map[string]int{slow: 2, live: 2}},
+		{name: "first answers, second is not asked", servers: []string{live, dead}, want: Match, wantAsked: map[string]int{live: 2}},
+		{name: "all fail", servers: []string{dead, slow}, wantErrs: []error{ErrUnreachable, ErrTimeout}, wantAsked: map[string]int{dead: 2, slow: 2}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			clear(asked)
+			mu.Unlock()
+			e := newEnv(t, func(c *Config) { c.Servers = tc.servers; c.Transport = tr })
+			got, err := e.verifyErr(allowed, "203.0.113.10")
+			for _, want := range tc.wantErrs {
+				if !errors.Is(err, want) {
+					t.Errorf("error %v, want one wrapping %v", err, want)
+				}
+			}
+			if tc.wantErrs == nil && (err != nil || got != tc.want) {
+				t.Errorf("Verify = %v, %v; want %v", got, err, tc.want)
+			}
+			for _, s := range tc.servers {
+				if err != nil && !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not name server %s", err, s)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if diff := cmp.Diff(tc.wantAsked, asked); diff != "" {
+				t.Errorf("queries per server (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestVerifyGarbled: whatever a server sends that is not a valid answer to
+// the query is an error, and leaves nothing in the cache.
+func TestVerifyGarbled(t *testing.T) {
+	attacker := netip.MustParseAddr("198.18.0.66")
+	// answerWith answers the query with A 198.18.0.66 after edit.
+	answerWith := func(edit func(q, m *dns.Msg)) func([]byte) ([]byte, error) {
+		return func(query []byte) ([]byte, error) {
+			var q dns.Msg
+			if err := q.Unpack(query); err != nil {
+				return nil, err
+			}
+			m := new(dns.Msg)
+			m.SetReply(&q)
+			hdr := dns.RR_Header{Name: q.Question[0].Name, Rrtype: q.Question[0].Qtype, Class: dns.ClassINET, Ttl: 60}
+			if q.Question[0].Qtype == dns.TypeA {
+				m.Answer = []dns.RR{&dns.A{Hdr: hdr, A: attacker.AsSlice()}}
+			} else {
+				m.Answer = []dns.RR{&dns.AAAA{Hdr: hdr, AAAA: netip.MustParseAddr("2001:db8::66").AsSlice()}}
+			}
+			edit(&q, m)
+			return m.Pack()
+		}
+	}
+	tests := []struct {
+		name    string
+		respond func(query []byte) ([]byte, error)
+		want    error
+	}{
+		{name: "random bytes", respond: func([]byte) ([]byte, error) { return []byte("\x00\x01garbage, not DNS at all"), nil }, want: ErrMalformed},
+		{name: "empty datagram", respond: func([]byte) ([]byte, error) { return nil, nil }, want: ErrMalformed},
+		{name: "the query echoed back (QR clear)", respond: func(q []byte) ([]byte, error) { return q, nil }, want: ErrMalformed},
+		{name: "answer with another ID", respond: answerWith(func(_, m *dns.Msg) { m.Id ^= 0x5a5a }), want: ErrMalformed},
+		{name: "answer to another name", respond: answerWith(func(_, m *dns.Msg) {
+			m.Question[0].Name = "attacker.test."
+			m.Answer[0].Header().Name = "attacker.test."
+		}), want: ErrMalformed},
+		{name: "truncated answer with an address", respond: answerWith(func(_, m *dns.Msg) { m.Truncated = true }), want: ErrTruncated},
+		{name: "answer cut in the middle", respond: func(q []byte) ([]byte, error) {
+			b, err := answerWith(func(_, _ *dns.Msg) {})(q)
+			return b[:len(b)-3], err
+		}, want: ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := transportFunc(func(_ context.Context, _ string, q []byte) ([]byte, error) { return tc.respond(q) })
+			e := newEnv(t, func(c *Config) { c.Transport = tr })
+			got, err := e.verifyErr(allowed, attacker.String())
+			if !errors.Is(err, tc.want) || got != Mismatch {
+				t.Fatalf("Verify = %v, %v; want mismatch and an error wrapping %v", got, err, tc.want)
+			}
+			if e.r.Contains(allowed, attacker) {
+				t.Errorf("the attacker's address is cached")
+			}
+			if n := e.r.Stats().Names; n != 0 {
+				t.Errorf("%d names cached after failed lookups, want 0", n)
+			}
+		})
+	}
+}
+
+// TestVerifyContextCancel: a caller that gives up gets an error at once,
+// even the one whose miss started the lookup; the lookup goes on for the
+// others and fills the cache.
+func TestVerifyContextCancel(t *testing.T) {
+	srv := dnstest.New()
+	srv.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	release := make(chan struct{})
+	tr := transportFunc(func(ctx context.Context, server string, q []byte) ([]byte, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return srv.Exchange(ctx, server, q)
+	})
+	e := newEnv(t, func(c *Config) { c.Transport = tr; c.Timeout = 10 * time.Second })
+	addr := netip.MustParseAddr("203.0.113.10")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.r.Verify(ctx, allowed, addr)
+		first <- err
+	}()
+	waitFor(t, "the first lookup to start", func() bool { return e.r.Stats().Misses == 1 })
+	second := make(chan error, 1)
+	go func() {
+		_, err := e.r.Verify(context.Background(), allowed, addr)
+		second <- err
+	}()
+	waitFor(t, "the second caller to wait", func() bool { return e.r.Stats().Misses == 2 })
+
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled caller: error %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := <-second; err != nil {
+		t.Errorf("second caller: %v", err)
+	}
+	if got := e.verify(t, allowed, "203.0.113.10"); got != Match {
+		t.Errorf("after the lookup: %v, want match", got)
+	}
+	if got := e.r.Stats().Lookups; got != 1 {
+		t.Errorf("%d lookups, want 1", got)
+	}
+}
+
+// TestClose: Close ends the lookups in flight; their waiters get an error,
+// and later lookups fail at once. The cache still answers.
+func TestClose(t *testing.T) {
+	srv := dnstest.New()
+	srv.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	srv.SetAddrs("slow.example.test", 60, addrs("203.0.113.10")...)
+	tr := transportFunc(func(ctx context.Context, server string, q []byte) ([]byte, error) {
+		if m := new(dns.Msg); m.Unpack(q) == nil && m.Question[0].Name == "slow.example.test." {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return srv.Exchange(ctx, server, q)
+	})
+	e := newEnv(t, func(c *Config) { c.Transport = tr; c.Timeout = time.Minute })
+	e.verify(t, allowed, "203.0.113.10")
+
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := e.r.Verify(context.Background(), "slow.example.test", netip.MustParseAddr("203.0.113.10"))
+		waiting <- err
+	}()
+	waitFor(t, "the slow lookup to start", func() bool { return e.r.Stats().Misses == 2 })
+	e.r.Close()
+	if err := <-waiting; !errors.Is(err, ErrClosed) {
+		t.Errorf("waiter after Close: %v, want ErrClosed", err)
+	}
+	if _, err := e.verifyErr("other.example.test", "203.0.113.10"); !errors.Is(err, ErrClosed) {
+		t.Errorf("lookup after Close: %v, want ErrClosed", err)
+	}
+	if n := e.r.Stats().Lookups; n != 2 {
+		t.Errorf("%d lookups started, want 2 (none after Close)", n)
+	}
+	if got := e.verify(t, allowed, "203.0.113.10"); got != Match {
+		t.Errorf("cached name after Close: %v, want match", got)
+	}
+}
+
+// waitFor polls cond for up to 10s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestSingleflight: 1,000 flows waiting on one uncached name cause one
+// lookup: one A and one AAAA query reach the server.
+func TestSingleflight(t *testing.T) {
+	const waiters = 1000
+	srv := dnstest.New()
+	srv.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	var r *Resolver
+	tr := transportFunc(func(ctx context.Context, server string, q []byte) ([]byte, error) {
+		// Hold the answer until every caller is waiting on this lookup.
+		deadline := time.Now().Add(10 * time.Second)
+		for r.Stats().Misses < waiters {
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("only %d of %d callers waiting after 10s", r.Stats().Misses, waiters)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return srv.Exchange(ctx, server, q)
+	})
+	e := newEnv(t, func(c *Config) { c.Transport = tr; c.Timeout = 20 * time.Second })
+	r = e.r
+	addr := netip.MustParseAddr("203.0.113.10")
+	var wg sync.WaitGroup
+	errs := make(chan error, waiters)
+	for range waiters {
+		wg.Go(func() {
+			out, err := r.Verify(context.Background(), allowed, addr)
+			if err == nil && out != Match {
+				err = fmt.Errorf("outcome %v", out)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a waiter: %v", err)
+	}
+	if a, aaaa := srv.Queries(allowed, dns.TypeA), srv.Queries(allowed, dns.TypeAAAA); a != 1 || aaaa != 1 {
+		t.Errorf("server got %d A and %d AAAA queries, want 1 and 1", a, aaaa)
+	}
+	st := r.Stats()
+	if st.Lookups != 1 || st.Misses != waiters || st.Matches != waiters {
+		t.Errorf("Stats: %d lookups, %d misses, %d matches; want 1, %d, %d", st.Lookups, st.Misses, st.Matches, waiters, waiters)
+	}
+}
+
+// TestContains: cache only, never a query.
+func TestContains(t *testing.T) {
+	e := newEnv(t, nil)
+	e.dns.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	addr := netip.MustParseAddr("203.0.113.10")
+	if e.r.Contains(allowed, addr) {
+		t.Errorf("Contains before any lookup = true")
+	}
+	if n := e.dns.Total(); n != 0 {
+		t.Errorf("Contains sent %d queries", n)
+	}
+	e.verify(t, allowed, "203.0.113.10")
+	tests := []struct {
+		name    string
+		advance time.Duration
+		host    string
+		addr    netip.Addr
+		want    bool
+	}{
+		{name: "cached", host: allowed, addr: addr, want: true},
+		{name: "cached, name not normalised", host: "ALLOWED.example.test.", addr: addr, want: true},
+		{name: "IPv4-mapped", host: allowed, addr: netip.MustParseAddr("::ffff:203.0.113.10"), want: true},
+		{name: "other address", host: allowed, addr: netip.MustParseAddr("203.0.113.11")},
+		{name: "other name", host: "other.example.test", addr: addr},
+		{name: "invalid name", host: "*.example.test", addr: addr},
+		{name: "zero address", host: allowed},
+		{name: "expired", advance: 60 * time.Second, host: allowed, addr: addr},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.clk.Advance(tc.advance)
+			if got := e.r.Contains(tc.host, tc.addr); got != tc.want {
+				t.Errorf("Contains(%q, %v) = %t, want %t", tc.host, tc.addr, got, tc.want)
+			}
+		})
+	}
+	if n := e.dns.Total(); n != 2 {
+		t.Errorf("server got %d queries, want the 2 of the one Verify", n)
+	}
+}
+
+func TestNewConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // substring of the error; "" for none
+	}{
+		{name: "zero value", cfg: Config{}},
+		{name: "IPv6 server", cfg: Config{Servers: []string{"[2001:db8::53]:53"}}},
+		{name: "host name server", cfg: Config{Servers: []string{"resolver.example:53"}}, want: `server "resolver.example:53"`},
+		{name: "server without port", cfg: Config{Servers: []string{"169.254.169.253"}}, want: "want IP:port"},
+		{name: "negative CacheMax", cfg: Config{CacheMax: -1}, want: "CacheMax -1 is negative"},
+		{name: "negative Timeout", cfg: Config{Timeout: -time.Second}, want: "Timeout -1s is negative"},
+		{name: "MinTTL above MaxTTL", cfg: Config{MinTTL: time.Hour, MaxTTL: time.Minute}, want: "MinTTL 1h0m0s is above MaxTTL 1m0s"},
+		{name: "MinTTL above NegativeTTL", cfg: Config{MinTTL: time.Minute}, want: "is above NegativeTTL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("New: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("New error = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestOutcomeString(t *testing.T) {
+	for o, want := range map[Outcome]string{Match: "match", Mismatch: "mismatch", 7: "unknown(7)"} {
+		if got := o.String(); got != want {
+			t.Errorf("Outcome(%d).String() = %q, want %q", uint8(o), got, want)
+		}
+	}
+}
