@@ -162,15 +162,23 @@ func initialDatagram(t testing.TB, pn uint64, frames []byte) []byte {
 // included) naming sni, grown by a padding extension (RFC 7685) of pad
 // bytes, so that the tests can make hellos of any size.
 func testClientHello(sni string, pad int) []byte {
+	return testClientHelloExt(sni, pad, nil)
+}
+
+// testClientHelloExt is testClientHello with more extensions (whole, type
+// and length included) appended; an empty sni leaves out server_name.
+func testClientHelloExt(sni string, pad int, more []byte) []byte {
 	u16 := func(b []byte, v int) []byte { return binary.BigEndian.AppendUint16(b, uint16(v)) }
 	var ext []byte
-	// server_name (RFC 6066 section 3)
-	ext = u16(ext, 0)
-	ext = u16(ext, len(sni)+5)
-	ext = u16(ext, len(sni)+3)
-	ext = append(ext, 0)
-	ext = u16(ext, len(sni))
-	ext = append(ext, sni...)
+	if sni != "" {
+		// server_name (RFC 6066 section 3)
+		ext = u16(ext, 0)
+		ext = u16(ext, len(sni)+5)
+		ext = u16(ext, len(sni)+3)
+		ext = append(ext, 0)
+		ext = u16(ext, len(sni))
+		ext = append(ext, sni...)
+	}
 	// supported_versions: TLS 1.3 (RFC 8446 section 4.2.1)
 	ext = append(ext, 0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04)
 	// supported_groups: x25519 (RFC 8446 section 4.2.7)
@@ -180,6 +188,7 @@ func testClientHello(sni string, pad int) []byte {
 	// key_share: x25519 with a 32-byte key (RFC 8446 section 4.2.8)
 	ext = append(ext, 0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20)
 	ext = append(ext, make([]byte, 32)...)
+	ext = append(ext, more...)
 	if pad > 0 {
 		ext = u16(ext, 21)
 		ext = u16(ext, pad)

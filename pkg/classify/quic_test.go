@@ -84,18 +84,18 @@ func TestQUICRFCClientInitial(t *testing.T) {
 			f.Reset(0)
 			defer f.Release()
 			res := f.Feed(unhex(t, v.packet))
-			if res.Status != Done {
-				t.Fatalf("Feed = %+v, want Done", res)
+			want := Result{Status: Done, Name: "example.com", From: SourceQUIC}
+			if diff := cmp.Diff(want, res); diff != "" {
+				t.Fatalf("Feed (-want +got):\n%s", diff)
 			}
 			// The CRYPTO frame is type 06, offset 00, length 40f1 (241).
 			frame := unhex(t, v.crypto)
-			want := frame[4:]
 			msg, err := f.clientHello()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(msg, want) {
-				t.Fatalf("reassembled CRYPTO stream:\n got %x\nwant %x", msg, want)
+			if !bytes.Equal(msg, frame[4:]) {
+				t.Fatalf("reassembled CRYPTO stream:\n got %x\nwant %x", msg, frame[4:])
 			}
 			if f.version != v.version {
 				t.Errorf("version = %#x, want %#x", f.version.number, v.version.number)
@@ -149,6 +149,9 @@ func TestQUICTwoDatagramHello(t *testing.T) {
 				t.Fatalf("split at %d: first datagram: %+v, want NeedMore", k, res[0])
 			}
 			wantStatus(t, res[1], Done, nil)
+			if res[1].Name != "two.example.test" {
+				t.Fatalf("split at %d: Name = %q", k, res[1].Name)
+			}
 			msg, _ := f.clientHello()
 			if !bytes.Equal(msg, hello) {
 				t.Fatalf("split at %d: reassembled %d bytes, not the hello", k, len(msg))
@@ -299,7 +302,11 @@ func TestQUICPacketsAndFrames(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, res := feedAll(t, 0, c.datagrams(t)...)
-			wantStatus(t, res[len(res)-1], c.status, c.err)
+			last := res[len(res)-1]
+			wantStatus(t, last, c.status, c.err)
+			if c.status == Done && (last.Name != "coalesced.example.test" || last.From != SourceQUIC) {
+				t.Fatalf("Name = %q from %v, want coalesced.example.test from quic", last.Name, last.From)
+			}
 		})
 	}
 }
@@ -476,5 +483,39 @@ func TestQUICLaterPacketNumbers(t *testing.T) {
 	wantStatus(t, res[1], Done, nil)
 	if f.largestPN != 256 {
 		t.Errorf("largest packet number = %d, want 256", f.largestPN)
+	}
+}
+
+// TestQUICHelloResult checks what the ClientHello parser makes of the
+// reassembled hello: the normalised name, no name, ECH, and refusals.
+func TestQUICHelloResult(t *testing.T) {
+	// encrypted_client_hello (0xfe0d) with an arbitrary body: the reader
+	// only notes that it is there.
+	ech := []byte{0xfe, 0x0d, 0x00, 0x04, 0x00, 0x01, 0x02, 0x03}
+	longHello := testClientHello("big.example.test", 0)
+	longHello = append(longHello, 0x00) // one byte after the message...
+	longHello[3]++                      // ...counted in its length
+	for _, c := range []struct {
+		name  string
+		hello []byte
+		want  Result
+	}{
+		{"name normalised", testClientHello("WWW.Example.TEST.", 0), Result{Status: Done, Name: "www.example.test", From: SourceQUIC}},
+		{"no server_name", testClientHello("", 0), Result{Status: Done}},
+		{"ECH", testClientHelloExt("public.example.test", 0, ech), Result{Status: Done, Name: "public.example.test", From: SourceQUIC, ECH: true}},
+		{"IP literal", testClientHello("192.0.2.1", 0), Result{Status: Denied, Err: ErrMalformed}},
+		{"bytes after the extensions", longHello, Result{Status: Denied, Err: ErrMalformed}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, res := feedAll(t, 0, initialDatagram(t, 0, cryptoFrame(0, c.hello)))
+			got := res[0]
+			if c.want.Err != nil {
+				wantStatus(t, got, Denied, c.want.Err)
+				return
+			}
+			if diff := cmp.Diff(c.want, got, cmp.Comparer(func(a, b error) bool { return a == b })); diff != "" {
+				t.Fatalf("Result (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
