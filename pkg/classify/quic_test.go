@@ -439,8 +439,18 @@ func TestQUICDecidedAndReuse(t *testing.T) {
 		t.Errorf("a decided flow's Result changed (-want +got):\n%s", diff)
 	}
 	f.Release()
+	if diff := cmp.Diff(first, f.Feed(nil)); diff != "" {
+		t.Errorf("Release changed a decided Result (-want +got):\n%s", diff)
+	}
 	f.Reset(0)
 	wantStatus(t, f.Feed([]byte{0x40}), Denied, ErrNotTLS)
+	// Released while undecided: the flow starts over.
+	hello := testClientHello("again.example.test", 1400)
+	f.Reset(0)
+	wantStatus(t, f.Feed(initialDatagram(t, 0, cryptoFrame(0, hello[:700]))), NeedMore, nil)
+	f.Release()
+	wantStatus(t, f.Feed(initialDatagram(t, 1, cryptoFrame(700, hello[700:]))), NeedMore, nil)
+	wantStatus(t, f.Feed(initialDatagram(t, 0, cryptoFrame(0, hello[:700]))), Done, nil)
 	f.Reset(0)
 	wantStatus(t, f.Feed(unhex(t, rfcVectors[1].packet)), Done, nil)
 	f.Release()
