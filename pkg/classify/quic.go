@@ -241,7 +241,16 @@ func (f *QUICFlow) clientHello() ([]byte, error) {
 		return nil, fmt.Errorf("ClientHello of %d bytes, limit %d: %w", total, f.limit, ErrLimit)
 	}
 	if len(p) < total {
-		return nil, nil
+		// Check the prefix as far as it goes, so that a bad hello is
+		// refused at once rather than after its last datagram.
+		_, err := ParseClientHello(p)
+		switch {
+		case errors.Is(err, ErrTruncated):
+			return nil, nil
+		case err == nil: // cannot be: p is shorter than its header says
+			err = ErrMalformed
+		}
+		return nil, fmt.Errorf("QUIC ClientHello: %w", err)
 	}
 	return p[:total], nil
 }

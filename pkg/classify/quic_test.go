@@ -289,6 +289,11 @@ func TestQUICPacketsAndFrames(t *testing.T) {
 				initialDatagram(t, 1, datagram(cryptoFrame(0, hello[:half+5]), cryptoFrame(3, hello[3:]))),
 			}
 		}, Done, nil},
+		{"bad ClientHello prefix refused at once", func(t *testing.T) [][]byte {
+			bad := bytes.Clone(hello[:half])
+			bad[4+2+32] = 33 // legacy_session_id longer than 32 bytes (RFC 8446 section 4.1.2)
+			return [][]byte{initialDatagram(t, 0, cryptoFrame(0, bad))}
+		}, Denied, ErrMalformed},
 		{"CRYPTO stream not starting with a ClientHello", one(testPacket{frames: cryptoFrame(0, []byte{0x02, 0, 0, 1, 0}), padTo: 1200}), Denied, ErrMalformed},
 		{"CRYPTO frame cut short", one(testPacket{frames: []byte{quicFrameCrypto, 0x00, 0x7f, 0xff, 1, 2, 3}, padTo: 1200}), Denied, ErrMalformed},
 		{"CRYPTO frame past 2^62-1", one(testPacket{frames: datagram([]byte{quicFrameCrypto}, appendVarint(nil, 1<<62-1), []byte{0x01, 0xaa}), padTo: 1200}), Denied, ErrMalformed},
