@@ -109,3 +109,14 @@ func TestQUICAllocs(t *testing.T) {
 // crypto/hkdf in the standard library allocates as many), 3 for the AES
 // key schedules and the GCM instance, 1 for the Result's Name string.
 const quicAllocsPerFlow = 50
+
+// BenchmarkQUICKeySetup is the per-flow part of BenchmarkQUICFlow: the
+// Initial keys of one DCID (HKDF, AES key schedules, GCM).
+func BenchmarkQUICKeySetup(b *testing.B) {
+	dcid := unhex(b, rfcDCID)
+	var k quicInitialKeys
+	b.ReportAllocs()
+	for range b.N {
+		k.setup(&quicV1, dcid)
+	}
+}
