@@ -28,6 +28,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "explain":
@@ -49,6 +51,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `egressd: a transparent egress filter by name (TLS SNI, QUIC, HTTP Host) and address.
 
 Usage:
+  egressd run [--config FILE] [--mode enforce|monitor]
+                                       the daemon: decide new flows from NFQUEUE
   egressd check POLICY.yaml            validate a policy and run its tests
   egressd explain --policy P --src IP --dst IP --port N [--proto tcp|udp] [--name NAME]
                                        decide one flow, as one decision-log line

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/pkg/policy"
+)
+
+// Config is the daemon's configuration file (design.md, "Daemon config").
+// Every key can be overridden by EGRESSD_<KEY>, dots as underscores
+// (EGRESSD_VERIFY_DNS_ENABLED=false). The zero value of each field is
+// replaced by the default shown in defaults().
+type Config struct {
+	Mode     string `mapstructure:"mode"`      // enforce | monitor
+	Policy   string `mapstructure:"policy"`    // path of the policy file
+	FailOpen bool   `mapstructure:"fail_open"` // new flows pass when egressd is down or its queue is full
+	Queue    struct {
+		First int `mapstructure:"first"` // first NFQUEUE number
+		Count int `mapstructure:"count"` // readers: queues first..first+count-1
+		Len   int `mapstructure:"len"`   // kernel queue length per queue
+	} `mapstructure:"queue"`
+	InspectPorts struct {
+		TCP []int `mapstructure:"tcp"`
+		UDP []int `mapstructure:"udp"`
+	} `mapstructure:"inspect_ports"`
+	Hello struct {
+		MaxBytes int           `mapstructure:"max_bytes"`
+		Timeout  time.Duration `mapstructure:"timeout"`
+	} `mapstructure:"hello"`
+	Limits struct {
+		Flows       int `mapstructure:"flows"`        // undecided flows in the table
+		HeldPackets int `mapstructure:"held_packets"` // packets held per undecided flow
+	} `mapstructure:"limits"`
+	VerifyDNS struct {
+		Enabled   bool          `mapstructure:"enabled"`
+		Resolvers []string      `mapstructure:"resolvers"`
+		CacheMax  int           `mapstructure:"cache_max"`
+		Timeout   time.Duration `mapstructure:"timeout"`
+	} `mapstructure:"verify_dns"`
+	Log struct {
+		Format string `mapstructure:"format"` // json | text (operational logs; decisions are always JSON)
+		Level  string `mapstructure:"level"`  // debug | info | warn | error
+	} `mapstructure:"log"`
+	Metrics struct {
+		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
+	} `mapstructure:"metrics"`
+}
+
+// defaults are design.md's, and what an empty file means.
+func defaults(v *viper.Viper) {
+	v.SetDefault("mode", "enforce")
+	v.SetDefault("policy", "/etc/egressd/policy.yaml")
+	v.SetDefault("fail_open", false)
+	v.SetDefault("queue.first", 0)
+	v.SetDefault("queue.count", 2)
+	v.SetDefault("queue.len", 8192)
+	v.SetDefault("inspect_ports.tcp", []int{80, 443})
+	v.SetDefault("inspect_ports.udp", []int{443})
+	v.SetDefault("hello.max_bytes", 16384)
+	v.SetDefault("hello.timeout", "3s")
+	v.SetDefault("limits.flows", 65536)
+	v.SetDefault("limits.held_packets", 64)
+	v.SetDefault("verify_dns.enabled", true)
+	v.SetDefault("verify_dns.resolvers", []string{"169.254.169.253:53"})
+	v.SetDefault("verify_dns.cache_max", 100000)
+	v.SetDefault("verify_dns.timeout", "2s")
+	v.SetDefault("log.format", "json")
+	v.SetDefault("log.level", "info")
+	v.SetDefault("metrics.listen", "127.0.0.1:9145")
+}
+
+// loadConfig reads the config file (path "" means defaults and the
+// environment only), applies EGRESSD_* overrides, decodes strictly
+// (unknown keys are errors) and validates.
+func loadConfig(path string) (*Config, error) {
+	v := viper.New()
+	defaults(v)
+	v.SetEnvPrefix("EGRESSD")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	var c Config
+	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", orEnv(path), err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", orEnv(path), err)
+	}
+	return &c, nil
+}
+
+func orEnv(path string) string {
+	if path == "" {
+		return "configuration (environment)"
+	}
+	return path
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, err := nfq.ParseMode(c.Mode); err != nil {
+		bad("mode: %v", err)
+	}
+	if c.Policy == "" {
+		bad("policy: the policy file's path is required")
+	}
+	if c.Queue.Count < 1 || c.Queue.First < 0 || c.Queue.First+c.Queue.Count > 65536 {
+		bad("queue: first %d, count %d: need count >= 1 and queues within 0..65535", c.Queue.First, c.Queue.Count)
+	}
+	if c.Queue.Len < 1 {
+		bad("queue.len %d must be positive", c.Queue.Len)
+	}
+	for _, ports := range []struct {
+		name string
+		list []int
+	}{{"inspect_ports.tcp", c.InspectPorts.TCP}, {"inspect_ports.udp", c.InspectPorts.UDP}} {
+		for _, p := range ports.list {
+			if p < 1 || p > 65535 {
+				bad("%s: port %d is outside 1-65535", ports.name, p)
+			}
+		}
+	}
+	if c.Hello.MaxBytes < 512 || c.Hello.MaxBytes > 1<<20 {
+		bad("hello.max_bytes %d must be within 512..1048576", c.Hello.MaxBytes)
+	}
+	if c.Hello.Timeout < 100*time.Millisecond || c.Hello.Timeout > time.Minute {
+		bad("hello.timeout %s must be within 100ms..1m", c.Hello.Timeout)
+	}
+	if c.Limits.Flows < 1 || c.Limits.HeldPackets < 1 {
+		bad("limits.flows and limits.held_packets must be positive")
+	}
+	if c.VerifyDNS.Enabled {
+		if len(c.VerifyDNS.Resolvers) == 0 {
+			bad("verify_dns.resolvers: at least one resolver (host:port) when verify_dns.enabled")
+		}
+		for _, r := range c.VerifyDNS.Resolvers {
+			if _, _, err := net.SplitHostPort(r); err != nil {
+				bad("verify_dns.resolvers: %q is not host:port (the VPC resolver is 169.254.169.253:53)", r)
+			}
+		}
+		if c.VerifyDNS.CacheMax < 1 {
+			bad("verify_dns.cache_max %d must be positive", c.VerifyDNS.CacheMax)
+		}
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format must be json or text, not %q", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	return errors.Join(errs...)
+}
+
+func ports16(list []int) []uint16 {
+	out := make([]uint16, len(list))
+	for i, p := range list {
+		out[i] = uint16(p)
+	}
+	return out
+}
+
+// policyOptions are the config's parts that change what a policy means.
+func (c *Config) policyOptions() policy.Options {
+	return policy.Options{InspectTCP: ports16(c.InspectPorts.TCP), InspectUDP: ports16(c.InspectPorts.UDP)}
+}

@@ -1,0 +1,171 @@
+package nfq
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/egressd/egressd/pkg/declog"
+	"github.com/egressd/egressd/pkg/policy"
+)
+
+// Mode says whether decisions are enforced.
+type Mode uint8
+
+const (
+	Enforce Mode = iota // deny what the policy denies
+	Monitor             // decide and log every flow, block nothing
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Enforce:
+		return "enforce"
+	case Monitor:
+		return "monitor"
+	}
+	return fmt.Sprintf("unknown(%d)", uint8(m))
+}
+
+// ParseMode reads "enforce" or "monitor".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "enforce":
+		return Enforce, nil
+	case "monitor":
+		return Monitor, nil
+	}
+	return Enforce, fmt.Errorf("mode must be enforce or monitor, not %q", s)
+}
+
+// Marks are the packet-mark bits that carry a verdict. iptables saves them
+// to the connection (CONNMARK --save-mark) and acts on them; the values
+// must match scripts/iptables/egressd-iptables.sh.
+type Marks struct {
+	Allow, Deny, Mask uint32
+}
+
+// DefaultMarks are the marks the iptables script uses by default.
+var DefaultMarks = Marks{Allow: 0x1, Deny: 0x2, Mask: 0x3}
+
+// Verifier ties names to addresses through DNS (pkg/resolve implements
+// it). All methods are safe for concurrent use.
+type Verifier interface {
+	// Contains reports, from the cache only and without blocking, whether
+	// addr is among the current DNS answers of name.
+	Contains(name string, addr netip.Addr) bool
+	// Verify looks the name up when the cache cannot answer. An error
+	// means the name could not be verified (reason dns-error).
+	Verify(ctx context.Context, name string, addr netip.Addr) (bool, error)
+}
+
+// Config configures an Engine. The zero value of each field is the
+// documented default.
+type Config struct {
+	Mode Mode
+
+	// InspectTCP and InspectUDP are the ports where a name is read before
+	// deciding (inspect_ports). nil: TCP 80 and 443, UDP 443.
+	InspectTCP, InspectUDP []uint16
+
+	// HelloMaxBytes bounds the flow head read per flow (hello.max_bytes);
+	// past it the flow is denied, reason limit. 0: 16384.
+	HelloMaxBytes int
+	// HelloTimeout bounds the time from a flow's first packet to its
+	// decision (hello.timeout); past it the flow is denied, reason
+	// incomplete. 0: 3s.
+	HelloTimeout time.Duration
+
+	// MaxFlows bounds the undecided flows in the table, across all
+	// shards; past it new flows are denied, reason limit. 0: 65536.
+	MaxFlows int
+	// MaxHeld bounds the packets held per undecided flow, and the SYNs
+	// counted per flow; past it the flow is denied, reason limit. 0: 64.
+	MaxHeld int
+	// Linger is how long a decided flow stays in the table, to give its
+	// verdict to packets that were already queued when it was decided.
+	// 0: 10s.
+	Linger time.Duration
+	// MaxVerifications bounds the DNS verifications in flight; past it a
+	// flow that needs one is denied, reason limit. 0: 4096.
+	MaxVerifications int
+
+	Marks Marks // zero: DefaultMarks
+
+	// Verifier checks names against DNS (verify_dns). nil: names are
+	// taken on trust, and every decision's log line says so.
+	Verifier Verifier
+
+	// Log receives one record per decided flow. It must not block: the
+	// engine calls it with a shard locked. nil: decisions are not logged.
+	Log func(*declog.Record)
+
+	Logger *slog.Logger     // nil: slog.Default()
+	Now    func() time.Time // nil: time.Now
+}
+
+func (c *Config) setDefaults() {
+	if c.InspectTCP == nil {
+		c.InspectTCP = []uint16{80, 443}
+	}
+	if c.InspectUDP == nil {
+		c.InspectUDP = []uint16{443}
+	}
+	if c.HelloMaxBytes == 0 {
+		c.HelloMaxBytes = 16384
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = 3 * time.Second
+	}
+	if c.MaxFlows == 0 {
+		c.MaxFlows = 65536
+	}
+	if c.MaxHeld == 0 {
+		c.MaxHeld = 64
+	}
+	if c.Linger == 0 {
+		c.Linger = 10 * time.Second
+	}
+	if c.MaxVerifications == 0 {
+		c.MaxVerifications = 4096
+	}
+	if c.Marks == (Marks{}) {
+		c.Marks = DefaultMarks
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = func(*declog.Record) {}
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.HelloMaxBytes < 512 || c.HelloMaxBytes > 1<<20:
+		return fmt.Errorf("hello.max_bytes %d is outside 512..1048576", c.HelloMaxBytes)
+	case c.HelloTimeout < 10*time.Millisecond:
+		return fmt.Errorf("hello.timeout %s is too short", c.HelloTimeout)
+	case c.MaxFlows < 1 || c.MaxHeld < 1 || c.MaxVerifications < 1:
+		return fmt.Errorf("limits must be positive")
+	case c.Marks.Allow&c.Marks.Mask == 0 || c.Marks.Deny&c.Marks.Mask == 0 || c.Marks.Allow == c.Marks.Deny:
+		return fmt.Errorf("marks: allow %#x and deny %#x must be distinct and non-zero under mask %#x", c.Marks.Allow, c.Marks.Deny, c.Marks.Mask)
+	}
+	return nil
+}
+
+func (c *Config) inspected(proto policy.Proto, port uint16) bool {
+	switch proto {
+	case policy.TCP:
+		return slices.Contains(c.InspectTCP, port)
+	case policy.UDP:
+		return slices.Contains(c.InspectUDP, port)
+	}
+	return false
+}

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# egressd-iptables.sh — install, remove or show egressd's netfilter rules on a NAT instance.
+#
+# Usage:
+#   egressd-iptables.sh apply  --private IF --public IF [--queues FIRST:COUNT] [--fail-open]
+#                              [--inspect-tcp 80,443] [--inspect-udp 443]
+#   egressd-iptables.sh remove [--private IF --public IF]
+#   egressd-iptables.sh status
+#
+# Inputs (environment): IPTABLES (default "iptables"; "iptables-legacy" or "iptables-nft"
+# to choose a backend; never mix the two in one namespace), IP6TABLES (default derived
+# from IPTABLES).
+#
+# What apply installs (design.md, "Rule layout"), in egressd's own chains:
+#   filter FORWARD -> EGRESSD:
+#     conntrack INVALID                        DROP    (a packet the server would discard decides nothing)
+#     packet marked by a verdict               CONNMARK --save-mark (then the two rules below act on it)
+#     connection marked allow (0x1/0x3)        ACCEPT  (the fast path: all but the first packets)
+#     connection marked deny  (0x2/0x3)        REJECT tcp-reset (TCP), DROP (others)
+#     RELATED ICMP                             ACCEPT  (path MTU, unreachables)
+#     private -> public TCP SYN                NFQUEUE (CIDR-only flows are decided on the SYN)
+#     private -> public TCP, no payload        ACCEPT  (the handshake's ACK: nothing to decide)
+#     private -> public TCP with payload, UDP  NFQUEUE
+#     public -> private TCP, no payload        ACCEPT  (SYN-ACK of an undecided flow)
+#     anything else                            DROP    (reply bytes before the decision, inbound, ICMP echo, ...)
+#   mangle PREROUTING -> EGRESSD_PRE: undecided private packets to inspected ports get TTL 64,
+#     so a packet egressd reads is a packet that reaches the server.
+#   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface.
+#   ip6tables filter FORWARD -> EGRESSD: DROP (IPv6 is not filtered, so it is never forwarded).
+#   sysctl net.netfilter.nf_conntrack_tcp_loose=0: TCP without a handshake is INVALID.
+#
+# "No payload" is tested exactly (IPv4 header of 20 bytes and total length = 20 + the TCP
+# header): a length range would let a short server banner through. Packets with IP options
+# count as payload.
+#
+# The NFQUEUE rules use --queue-bypass only with --fail-open: then, with no egressd reading,
+# new flows pass unfiltered. Without it they are dropped (fail closed).
+#
+# apply is idempotent: the chains are replaced atomically (iptables-restore --noflush) and
+# each jump is inserted only if missing. remove leaves nothing of egressd.
+set -euo pipefail
+
+IPTABLES="${IPTABLES:-iptables}"
+IP6TABLES="${IP6TABLES:-${IPTABLES/iptables/ip6tables}}"
+
+# Verdict marks: must match nfq.DefaultMarks.
+MARK_ALLOW=0x1
+MARK_DENY=0x2
+MARK_MASK=0x3
+
+CHAINS_FILTER=(EGRESSD EGRESSD_HEAD EGRESSD_REPLY)
+
+usage() {
+	sed -n '2,/^set -euo/p' "$0" | sed -e 's/^# \{0,1\}//' -e '/^set -euo/d'
+}
+
+die() {
+	echo "egressd-iptables: $*" >&2
+	exit 2
+}
+
+cmd="${1:-}"
+[ -n "$cmd" ] || { usage >&2; exit 2; }
+shift
+
+private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443"
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--private) private="${2:-}"; shift 2 ;;
+	--public) public="${2:-}"; shift 2 ;;
+	--queues) queues="${2:-}"; shift 2 ;;
+	--fail-open) fail_open=1; shift ;;
+	--inspect-tcp) inspect_tcp="${2:-}"; shift 2 ;;
+	--inspect-udp) inspect_udp="${2:-}"; shift 2 ;;
+	-h | --help) usage; exit 0 ;;
+	*) die "unknown argument '$1' (see --help)" ;;
+	esac
+done
+
+valid_if() { [[ "$1" =~ ^[A-Za-z0-9_.@-]{1,15}$ ]]; }
+valid_ports() { [[ -z "$1" || "$1" =~ ^[0-9]{1,5}(,[0-9]{1,5}){0,14}$ ]]; }
+
+# queue_target prints the NFQUEUE target for the configured queues.
+queue_target() {
+	local first="${queues%%:*}" count="${queues##*:}"
+	local target
+	if [ "$count" -eq 1 ]; then
+		target="NFQUEUE --queue-num $first"
+	else
+		target="NFQUEUE --queue-balance $first:$((first + count - 1))"
+	fi
+	if [ "$fail_open" -eq 1 ]; then
+		target="$target --queue-bypass"
+	fi
+	echo "$target"
+}
+
+# no_payload_matches prints one u32 match per TCP data offset (5..15) that is true exactly
+# when an IPv4 packet with a 20-byte header carries a TCP segment without payload.
+no_payload_matches() {
+	local doff
+	for doff in $(seq 5 15); do
+		echo "-m u32 --u32 0>>24=0x45&&0&0xFFFF=$((20 + 4 * doff))&&32>>28=$doff"
+	done
+}
+
+ruleset_filter() {
+	local q
+	q="$(queue_target)"
+	cat <<RULES
+*filter
+:EGRESSD - [0:0]
+:EGRESSD_HEAD - [0:0]
+:EGRESSD_REPLY - [0:0]
+-A EGRESSD -m conntrack --ctstate INVALID -j DROP
+-A EGRESSD -m mark ! --mark 0x0/$MARK_MASK -j CONNMARK --save-mark --nfmask $MARK_MASK --ctmask $MARK_MASK
+-A EGRESSD -m connmark --mark $MARK_ALLOW/$MARK_MASK -j ACCEPT
+-A EGRESSD -p tcp -m connmark --mark $MARK_DENY/$MARK_MASK -j REJECT --reject-with tcp-reset
+-A EGRESSD -m connmark --mark $MARK_DENY/$MARK_MASK -j DROP
+-A EGRESSD -p icmp -m conntrack --ctstate RELATED -j ACCEPT
+-A EGRESSD -i $private -o $public -p tcp --syn -j $q
+-A EGRESSD -i $private -o $public -p tcp -j EGRESSD_HEAD
+-A EGRESSD -i $private -o $public -p udp -j $q
+-A EGRESSD -i $public -o $private -p tcp -j EGRESSD_REPLY
+-A EGRESSD -j DROP
+RULES
+	local m
+	while read -r m; do
+		echo "-A EGRESSD_HEAD $m -j ACCEPT"
+	done < <(no_payload_matches)
+	echo "-A EGRESSD_HEAD -j $q"
+	while read -r m; do
+		echo "-A EGRESSD_REPLY $m -j ACCEPT"
+	done < <(no_payload_matches)
+	echo "-A EGRESSD_REPLY -j DROP"
+	echo "COMMIT"
+}
+
+ruleset_mangle() {
+	echo "*mangle"
+	echo ":EGRESSD_PRE - [0:0]"
+	if [ -n "$inspect_tcp" ]; then
+		echo "-A EGRESSD_PRE -i $private -p tcp -m multiport --dports $inspect_tcp -m connmark --mark 0x0/$MARK_MASK -j TTL --ttl-set 64"
+	fi
+	if [ -n "$inspect_udp" ]; then
+		echo "-A EGRESSD_PRE -i $private -p udp -m multiport --dports $inspect_udp -m connmark --mark 0x0/$MARK_MASK -j TTL --ttl-set 64"
+	fi
+	echo "COMMIT"
+}
+
+ruleset_nat() {
+	cat <<RULES
+*nat
+:EGRESSD_NAT - [0:0]
+-A EGRESSD_NAT -o $public -j MASQUERADE
+COMMIT
+RULES
+}
+
+ruleset_ip6() {
+	cat <<RULES
+*filter
+:EGRESSD - [0:0]
+-A EGRESSD -j DROP
+COMMIT
+RULES
+}
+
+# ensure_jump TOOL TABLE CHAIN TARGET: insert "-j TARGET" at the top of CHAIN once.
+ensure_jump() {
+	if ! "$1" -w -t "$2" -C "$3" -j "$4" 2>/dev/null; then
+		"$1" -w -t "$2" -I "$3" 1 -j "$4"
+	fi
+}
+
+# drop_jump TOOL TABLE CHAIN TARGET: delete every "-j TARGET" from CHAIN.
+drop_jump() {
+	local n=0
+	while "$1" -w -t "$2" -C "$3" -j "$4" 2>/dev/null; do
+		"$1" -w -t "$2" -D "$3" -j "$4"
+		n=$((n + 1))
+		[ "$n" -lt 100 ] || die "cannot remove the jump to $4 from $2/$3"
+	done
+}
+
+# drop_chain TOOL TABLE CHAIN: flush and delete CHAIN if it exists.
+drop_chain() {
+	if "$1" -w -t "$2" -nL "$3" >/dev/null 2>&1; then
+		"$1" -w -t "$2" -F "$3"
+		"$1" -w -t "$2" -X "$3"
+	fi
+}
+
+set_tcp_loose() {
+	local f=/proc/sys/net/netfilter/nf_conntrack_tcp_loose
+	[ -e "$f" ] || modprobe nf_conntrack 2>/dev/null || true
+	[ -e "$f" ] || die "conntrack is not loaded ($f missing)"
+	echo "$1" >"$f"
+}
+
+apply() {
+	valid_if "$private" || die "--private needs an interface name"
+	valid_if "$public" || die "--public needs an interface name"
+	[ "$private" != "$public" ] || die "--private and --public must differ"
+	[[ "$queues" =~ ^[0-9]+:[0-9]+$ ]] || die "--queues must be FIRST:COUNT, like 0:2"
+	local first="${queues%%:*}" count="${queues##*:}"
+	if [ "$count" -lt 1 ] || [ $((first + count)) -gt 65536 ]; then
+		die "--queues $queues is out of range"
+	fi
+	valid_ports "$inspect_tcp" || die "--inspect-tcp must be a comma-separated port list"
+	valid_ports "$inspect_udp" || die "--inspect-udp must be a comma-separated port list"
+
+	# Chains first (atomically, per table), then the jumps into them.
+	ruleset_filter | "${IPTABLES}-restore" -w --noflush
+	ruleset_mangle | "${IPTABLES}-restore" -w --noflush
+	ruleset_nat | "${IPTABLES}-restore" -w --noflush
+	ruleset_ip6 | "${IP6TABLES}-restore" -w --noflush
+	ensure_jump "$IP6TABLES" filter FORWARD EGRESSD
+	ensure_jump "$IPTABLES" filter FORWARD EGRESSD
+	ensure_jump "$IPTABLES" mangle PREROUTING EGRESSD_PRE
+	ensure_jump "$IPTABLES" nat POSTROUTING EGRESSD_NAT
+	set_tcp_loose 0
+	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open)"
+}
+
+remove() {
+	drop_jump "$IPTABLES" filter FORWARD EGRESSD
+	drop_jump "$IPTABLES" mangle PREROUTING EGRESSD_PRE
+	drop_jump "$IPTABLES" nat POSTROUTING EGRESSD_NAT
+	drop_jump "$IP6TABLES" filter FORWARD EGRESSD
+	local c
+	for c in "${CHAINS_FILTER[@]}"; do
+		drop_chain "$IPTABLES" filter "$c"
+	done
+	drop_chain "$IPTABLES" mangle EGRESSD_PRE
+	drop_chain "$IPTABLES" nat EGRESSD_NAT
+	drop_chain "$IP6TABLES" filter EGRESSD
+	if [ -e /proc/sys/net/netfilter/nf_conntrack_tcp_loose ]; then
+		set_tcp_loose 1
+	fi
+	echo "egressd-iptables: removed"
+}
+
+status() {
+	local rc=0
+	if "$IPTABLES" -w -t filter -C FORWARD -j EGRESSD 2>/dev/null; then
+		echo "filter FORWARD -> EGRESSD: present"
+		"$IPTABLES" -w -t filter -vnL EGRESSD
+	else
+		echo "filter FORWARD -> EGRESSD: MISSING"
+		rc=3
+	fi
+	if "$IPTABLES" -w -t nat -C POSTROUTING -j EGRESSD_NAT 2>/dev/null; then
+		echo "nat POSTROUTING -> EGRESSD_NAT: present"
+	else
+		echo "nat POSTROUTING -> EGRESSD_NAT: MISSING"
+		rc=3
+	fi
+	if "$IP6TABLES" -w -t filter -C FORWARD -j EGRESSD 2>/dev/null; then
+		echo "ip6tables FORWARD -> EGRESSD (drop): present"
+	else
+		echo "ip6tables FORWARD -> EGRESSD (drop): MISSING"
+		rc=3
+	fi
+	local f=/proc/sys/net/netfilter/nf_conntrack_tcp_loose
+	[ -e "$f" ] && echo "nf_conntrack_tcp_loose: $(cat "$f")"
+	if [ -r /proc/net/netfilter/nfnetlink_queue ]; then
+		echo "queues (number, reader port id, waiting, copy mode, copy range, queue dropped, user dropped):"
+		awk '{ printf "  %s %s %s %s %s %s %s\n", $1, $2, $3, $4, $5, $6, $7 }' /proc/net/netfilter/nfnetlink_queue
+	fi
+	return "$rc"
+}
+
+case "$cmd" in
+apply) apply ;;
+remove) remove ;;
+status) status ;;
+-h | --help | help) usage ;;
+*) die "unknown command '$cmd' (apply, remove or status)" ;;
+esac
