@@ -155,6 +155,18 @@ func (d *daemon) start(stdout io.Writer) error {
 		}
 		d.queues = append(d.queues, q)
 	}
+	if cfg.FailOpen {
+		// The rules send undecided flows' replies with payload here
+		// (egressd-iptables.sh --fail-open): dropped while egressd runs,
+		// bypassed while it is down.
+		q, err := nfq.OpenQueue(nfq.QueueConfig{
+			Num: uint16(cfg.Queue.First + cfg.Queue.Count), Len: uint32(cfg.Queue.Len), FailOpen: true, DropAll: true,
+		}, d.engine.Shard(0))
+		if err != nil {
+			return err
+		}
+		d.queues = append(d.queues, q)
+	}
 
 	d.logWG.Add(1)
 	go func() { defer d.logWG.Done(); d.decisions.Run(d.ctx) }()

@@ -27,6 +27,11 @@ type QueueConfig struct {
 	// NetNS is a network namespace file descriptor to open the queue in;
 	// 0: the caller's namespace.
 	NetNS int
+	// DropAll makes this the reply queue of fail_open: every packet in it
+	// is a reply with payload of an undecided flow, and is dropped. The
+	// queue exists so that its bypass lets replies through while egressd
+	// is down.
+	DropAll bool
 }
 
 // OpError is an error of a queue operation, with the queue's number.
@@ -45,6 +50,9 @@ type QueueStats struct {
 	RecvErrors    atomic.Uint64 // other receive errors
 	VerdictErrors atomic.Uint64 // verdicts the kernel did not take
 	DecodeErrors  atomic.Uint64 // packets dropped because they did not decode
+	// RepliesDropped counts reply packets of undecided flows dropped by the
+	// fail_open reply queue.
+	RepliesDropped atomic.Uint64
 }
 
 // Queue reads one NFQUEUE and feeds its packets to a shard. It is the
@@ -161,6 +169,11 @@ func (q *Queue) handle(a *nfqueue.Attribute) {
 		return
 	}
 	id := *a.PacketID
+	if q.cfg.DropAll {
+		q.stats.RepliesDropped.Add(1)
+		q.Drop(id)
+		return
+	}
 	if a.Payload == nil {
 		q.Drop(id)
 		return

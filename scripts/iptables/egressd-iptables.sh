@@ -22,7 +22,8 @@
 #     private -> public TCP, no payload        ACCEPT  (the handshake's ACK: nothing to decide)
 #     private -> public TCP with payload, UDP  NFQUEUE
 #     public -> private TCP, no payload        ACCEPT  (SYN-ACK of an undecided flow)
-#     anything else                            DROP    (reply bytes before the decision, inbound, ICMP echo, ...)
+#     public -> private with payload           DROP    (reply bytes before the decision; see --fail-open)
+#     anything else                            DROP    (inbound, ICMP echo, other protocols, ...)
 #   mangle PREROUTING -> EGRESSD_PRE: undecided private packets to inspected ports get TTL 64,
 #     so a packet egressd reads is a packet that reaches the server.
 #   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface.
@@ -34,7 +35,10 @@
 # count as payload.
 #
 # The NFQUEUE rules use --queue-bypass only with --fail-open: then, with no egressd reading,
-# new flows pass unfiltered. Without it they are dropped (fail closed).
+# new flows pass unfiltered. Without it they are dropped (fail closed). With --fail-open the
+# reply packets of undecided flows that carry payload go to one more queue, FIRST+COUNT,
+# instead of DROP: egressd drops every packet there while it runs (no byte crosses before the
+# decision), and while it is down the bypass lets the replies of unfiltered flows through.
 #
 # apply is idempotent: the chains are replaced atomically (iptables-restore --noflush) and
 # each jump is inserted only if missing. remove leaves nothing of egressd.
@@ -80,6 +84,15 @@ done
 valid_if() { [[ "$1" =~ ^[A-Za-z0-9_.@-]{1,15}$ ]]; }
 valid_ports() { [[ -z "$1" || "$1" =~ ^[0-9]{1,5}(,[0-9]{1,5}){0,14}$ ]]; }
 
+# reply_target prints what happens to reply packets with payload of undecided flows.
+reply_target() {
+	if [ "$fail_open" -eq 1 ]; then
+		echo "NFQUEUE --queue-num $((${queues%%:*} + ${queues##*:})) --queue-bypass"
+	else
+		echo "DROP"
+	fi
+}
+
 # queue_target prints the NFQUEUE target for the configured queues.
 queue_target() {
 	local first="${queues%%:*}" count="${queues##*:}"
@@ -105,8 +118,9 @@ no_payload_matches() {
 }
 
 ruleset_filter() {
-	local q
+	local q r
 	q="$(queue_target)"
+	r="$(reply_target)"
 	cat <<RULES
 *filter
 :EGRESSD - [0:0]
@@ -122,6 +136,7 @@ ruleset_filter() {
 -A EGRESSD -i $private -o $public -p tcp -j EGRESSD_HEAD
 -A EGRESSD -i $private -o $public -p udp -j $q
 -A EGRESSD -i $public -o $private -p tcp -j EGRESSD_REPLY
+-A EGRESSD -i $public -o $private -p udp -j $r
 -A EGRESSD -j DROP
 RULES
 	local m
@@ -132,7 +147,7 @@ RULES
 	while read -r m; do
 		echo "-A EGRESSD_REPLY $m -j ACCEPT"
 	done < <(no_payload_matches)
-	echo "-A EGRESSD_REPLY -j DROP"
+	echo "-A EGRESSD_REPLY -j $r"
 	echo "COMMIT"
 }
 
@@ -204,7 +219,7 @@ apply() {
 	[ "$private" != "$public" ] || die "--private and --public must differ"
 	[[ "$queues" =~ ^[0-9]+:[0-9]+$ ]] || die "--queues must be FIRST:COUNT, like 0:2"
 	local first="${queues%%:*}" count="${queues##*:}"
-	if [ "$count" -lt 1 ] || [ $((first + count)) -gt 65536 ]; then
+	if [ "$count" -lt 1 ] || [ $((first + count + fail_open)) -gt 65536 ]; then
 		die "--queues $queues is out of range"
 	fi
 	valid_ports "$inspect_tcp" || die "--inspect-tcp must be a comma-separated port list"

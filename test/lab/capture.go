@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/gopacket"
@@ -29,7 +30,12 @@ type Capture struct {
 func (l *Lab) StartCapture(ns *netnstest.NS, iface, filter string) (*Capture, error) {
 	path := filepath.Join(l.Dir, fmt.Sprintf("%s-%s-%d.pcap", ns.Name, iface, time.Now().UnixNano()))
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := Command(ctx, ns, "tcpdump", "-i", iface, "-n", "-U", "-s", "0", "-w", path, filter)
+	// --immediate-mode: without it libpcap hands packets over in blocks,
+	// up to a second late, and a capture stopped soon after the traffic
+	// misses it. The file is written by root (-Z root): tcpdump would
+	// otherwise drop to a user that cannot write the lab's directory.
+	cmd := Command(ctx, ns, "tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "0", "-w", path, filter)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) } // tcpdump flushes on SIGINT
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		cancel()
@@ -82,9 +88,9 @@ type CapturedPacket struct {
 
 // Stop ends the capture and returns its packets.
 func (c *Capture) Stop() ([]CapturedPacket, error) {
-	// tcpdump writes each packet as it comes (-U); give the last ones a
-	// moment to reach the file, then stop it.
-	time.Sleep(200 * time.Millisecond)
+	// Give the last packets a moment to cross the capture socket, then
+	// stop tcpdump (SIGINT: it writes what it has and exits).
+	time.Sleep(100 * time.Millisecond)
 	c.cancel()
 	<-c.done
 	f, err := os.Open(c.Path)

@@ -59,7 +59,7 @@ const (
 	ServerAddr   = "203.0.113.10" // HTTPS, HTTP, echo, banner on 2222
 	OtherAddr    = "203.0.113.11" // HTTPS: a server the test names do not resolve to
 	BannerAddr   = "203.0.113.12" // a server-first banner on 443
-	CIDRAddr     = "203.0.113.20" // HTTPS, for rules by address
+	CIDRAddr     = "203.0.113.20" // HTTPS, and a TCP echo on 22: for rules by address
 	DNSAddr      = "203.0.113.53" // the lab's resolver
 	PrivateIF    = "n0"
 	PublicIF     = "n1"
@@ -73,7 +73,7 @@ const (
 // TestNames are the names the lab's DNS answers, and their address.
 var TestNames = map[string]string{
 	"allowed.example.test":  ServerAddr,
-	"denied.example.test":   ServerAddr,
+	"denied.example.test":   OtherAddr,
 	"api.allowed.test":      ServerAddr,
 	"other.example.test":    OtherAddr,
 	"banner.example.test":   BannerAddr,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strconv"
@@ -18,6 +19,21 @@ type Servers struct {
 	mu       sync.Mutex
 	accepted map[string]int // listen address -> connections accepted
 	received map[string]int // listen address -> payload bytes received
+	snis     []string       // server names the TLS servers were asked for
+}
+
+func (s *Servers) sawSNI(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snis = append(s.snis, name)
+}
+
+// SNIs returns the server names the TLS servers saw in ClientHellos, in
+// order ("" for a hello without one).
+func (s *Servers) SNIs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.snis...)
 }
 
 func (s *Servers) count(addr string, accepted, received int) {
@@ -62,9 +78,15 @@ func startServers(l *Lab) (*Servers, error) {
 		}
 		ln = &countingListener{Listener: ln, s: s, addr: addr}
 		if tlsOn {
-			ln = tls.NewListener(ln, l.CA.ServerConfig())
+			cfg := l.CA.ServerConfig()
+			getCert := cfg.GetCertificate
+			cfg.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+				s.sawSNI(h.ServerName)
+				return getCert(h)
+			}
+			ln = tls.NewListener(ln, cfg)
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 		go srv.Serve(ln)
 		l.onClose(func() error { return ignoreClosed(srv.Close()) })
 		return nil
@@ -106,6 +128,9 @@ func startServers(l *Lab) (*Servers, error) {
 		io.Copy(c, c)
 	}
 	if err := raw(net.JoinHostPort(ServerAddr, strconv.Itoa(EchoPort)), echo); err != nil {
+		return nil, err
+	}
+	if err := raw(net.JoinHostPort(CIDRAddr, "22"), echo); err != nil {
 		return nil, err
 	}
 	if err := raw(net.JoinHostPort(ServerAddr, strconv.Itoa(BannerPort)), banner); err != nil {
