@@ -475,6 +475,19 @@ func TestTCPFlowAllocs(t *testing.T) {
 			if a := testing.AllocsPerRun(100, run); a != 1 {
 				t.Errorf("a flow in 3 segments: %v allocs, want 1 (the name)", a)
 			}
+			undecided := func() {
+				f.Reset(testISN, 0)
+				f.Feed(testISN, true, nil)
+				f.Feed(segs[2].seq, false, segs[2].payload)
+				f.Feed(segs[0].seq, false, segs[0].payload)
+				f.Feed(segs[0].seq, false, segs[0].payload) // a retransmission
+				if f.res.Status != NeedMore {
+					t.Fatalf("decided: %+v", f.res)
+				}
+			}
+			if a := testing.AllocsPerRun(100, undecided); a != 0 {
+				t.Errorf("undecided segments: %v allocs, want 0", a)
+			}
 			f.Release()
 		})
 	}
