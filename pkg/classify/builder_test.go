@@ -91,3 +91,24 @@ func alpnExt(protos ...string) tlsExt {
 func echExt() tlsExt {
 	return tlsExt{extECH, []byte{0, 0, 1, 0, 1, 7, 0, 2, 0xaa, 0xbb, 0, 3, 1, 2, 3}}
 }
+
+// records cuts msg into TLS handshake records whose fragments have the
+// given sizes (the last fragment takes the rest), with record version
+// 0x0301.
+func records(msg []byte, sizes ...int) []byte {
+	var out []byte
+	for i := 0; len(msg) > 0; i++ {
+		n := len(msg)
+		if i < len(sizes) && sizes[i] < n {
+			n = sizes[i]
+		}
+		out = append(out, recordHeader(22, 0x0301, n)...)
+		out = append(out, msg[:n]...)
+		msg = msg[n:]
+	}
+	return out
+}
+
+func recordHeader(typ uint8, version uint16, n int) []byte {
+	return []byte{typ, byte(version >> 8), byte(version), byte(n >> 8), byte(n)}
+}

@@ -4,10 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
+	"errors"
+	"io"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
 )
 
 // segment is one client-to-server TCP segment as the engine would feed it.
@@ -101,5 +107,56 @@ func loadHexFixture(t testing.TB, path string) fixture {
 		}
 	}
 	flush()
+	return fx
+}
+
+// loadPcapFixture reads a capture of one TCP connection and returns the
+// client's segments: the client is the sender of the first SYN without ACK;
+// its SYN and every segment of its with payload are kept, in capture order.
+func loadPcapFixture(t testing.TB, path string) fixture {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	fx := fixture{name: path}
+	var client gopacket.Flow
+	var clientPort layers.TCPPort
+	found := false
+	for {
+		data, _, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		p := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
+		tcpL, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		nl := p.NetworkLayer()
+		if tcpL == nil || nl == nil {
+			continue
+		}
+		if !found {
+			if tcpL.SYN && !tcpL.ACK {
+				client, clientPort, found = nl.NetworkFlow(), tcpL.SrcPort, true
+				fx.isn = tcpL.Seq
+				fx.segs = append(fx.segs, segment{seq: tcpL.Seq, syn: true, payload: bytes.Clone(tcpL.Payload)})
+			}
+			continue
+		}
+		if nl.NetworkFlow() != client || tcpL.SrcPort != clientPort || tcpL.SYN || len(tcpL.Payload) == 0 {
+			continue
+		}
+		fx.segs = append(fx.segs, segment{seq: tcpL.Seq, payload: bytes.Clone(tcpL.Payload)})
+	}
+	if !found {
+		t.Fatalf("%s: no SYN from a client", path)
+	}
 	return fx
 }
