@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # quic-record.sh — record real QUIC clients' Initial datagrams into
-# pkg/classify/testdata/quic-*.pcap, for the QUIC Initial reader's tests.
+# pkg/classify/testdata/quic/*.pcap, for the QUIC Initial reader's tests.
 #
-# Usage: test/quic-record.sh [OUTDIR]     (as root; default OUTDIR
-#        pkg/classify/testdata). Run once by a person; `make test` only reads
-#        the recordings.
+# Usage: test/quic-record.sh [OUTDIR]
+#        As root; OUTDIR defaults to pkg/classify/testdata/quic. Run once by
+#        a person; `make test` only reads the recordings.
 #
 # Inputs (environment, optional):
 #   CHROMIUM  chromium binary to record too (default: `chromium` if on PATH;
@@ -28,7 +28,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-out="${1:-pkg/classify/testdata}"
+out="${1:-pkg/classify/testdata/quic}"
 name="name.example.test"
 ns="egq-$$"
 tmp="$(mktemp -d)"

@@ -204,7 +204,15 @@ func (f *QUICFlow) readFrames(payload []byte) error {
 		// section 12.4); every allowed type fits in one byte, so a first
 		// byte of 0x40 or more is not one of them.
 		switch typ {
-		case quicFramePadding, quicFramePing:
+		case quicFramePadding:
+			// PADDING fills most of a client's Initial: skip the run in
+			// one loop rather than one frame at a time.
+			n := 0
+			for n < len(s) && s[n] == quicFramePadding {
+				n++
+			}
+			s = s[n:]
+		case quicFramePing:
 			// No fields.
 		case quicFrameAck, quicFrameAckECN:
 			if !skipQUICAck(&s, typ == quicFrameAckECN) {

@@ -71,7 +71,7 @@ func TestQUICRecordedClients(t *testing.T) {
 		{"quic-chromium.pcap", &quicV1, 2, true},
 	} {
 		t.Run(c.file, func(t *testing.T) {
-			ds := readQUICRecording(t, filepath.Join("testdata", c.file))
+			ds := readQUICRecording(t, filepath.Join("testdata", "quic", c.file))
 			if len(ds) < c.datagrams {
 				t.Fatalf("%d datagrams recorded, want at least %d", len(ds), c.datagrams)
 			}

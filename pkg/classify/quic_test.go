@@ -321,6 +321,7 @@ func TestQUICPacketsAndFrames(t *testing.T) {
 func TestQUICBitFlips(t *testing.T) {
 	for _, v := range rfcVectors {
 		t.Run(v.name, func(t *testing.T) {
+			t.Parallel() // 9600 key setups each
 			pkt := unhex(t, v.packet)
 			var f QUICFlow
 			defer f.Release()

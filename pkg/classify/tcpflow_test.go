@@ -118,9 +118,6 @@ func loadFixtures(t *testing.T) []flowFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// QUIC recordings (quic-*.pcap) are UDP datagrams, tested by the
-	// QUIC reader's own tests.
-	paths = slices.DeleteFunc(paths, func(p string) bool { return strings.HasPrefix(filepath.Base(p), "quic-") })
 	for _, p := range paths {
 		exp, ok := recorded[filepath.Base(p)]
 		if !ok {
@@ -477,6 +474,19 @@ func TestTCPFlowAllocs(t *testing.T) {
 			run() // warm the pool
 			if a := testing.AllocsPerRun(100, run); a != 1 {
 				t.Errorf("a flow in 3 segments: %v allocs, want 1 (the name)", a)
+			}
+			undecided := func() {
+				f.Reset(testISN, 0)
+				f.Feed(testISN, true, nil)
+				f.Feed(segs[2].seq, false, segs[2].payload)
+				f.Feed(segs[0].seq, false, segs[0].payload)
+				f.Feed(segs[0].seq, false, segs[0].payload) // a retransmission
+				if f.res.Status != NeedMore {
+					t.Fatalf("decided: %+v", f.res)
+				}
+			}
+			if a := testing.AllocsPerRun(100, undecided); a != 0 {
+				t.Errorf("undecided segments: %v allocs, want 0", a)
 			}
 			f.Release()
 		})

@@ -521,7 +521,7 @@ default: deny
 rules:
   - {name: quic, domains: [.example.test], ports: [443], proto: udp, action: allow}
 `, nil)
-	dgs := quicDatagrams(t, "../classify/testdata/quic-go-default.pcap")
+	dgs := quicDatagrams(t, "../classify/testdata/quic/quic-go-default.pcap")
 	h.sport++
 	var ids []uint32
 	for _, d := range dgs {

@@ -1,7 +1,7 @@
 // Command quicrecord is the Go half of test/quic-record.sh: a quic-go
 // HTTP/3 server and client that the script runs inside a network namespace
 // of its own while tcpdump records the client's datagrams. It is a lab
-// tool, run by a person once to refresh pkg/classify/testdata/quic-*.pcap;
+// tool, run by a person once to refresh pkg/classify/testdata/quic/*.pcap;
 // nothing in `make test` runs it.
 //
 //	quicrecord -mode server -addr 127.0.0.1:443 -name NAME -spki FILE -for 2m
