@@ -67,7 +67,8 @@ ip netns exec "$ns" "$tmp/recordhello" serve 127.0.0.1:443 127.0.0.1:80 127.0.0.
 pids+=("$!")
 wait_for nsx bash -c 'ss -ltn | grep -q "127.0.0.1:443 "'
 
-# record NAME PORT CMD...: capture CMD's connection to PORT into NAME.pcap.
+# record NAME PORT CMD...: capture CMD's connection to PORT into
+# OUTDIR/tcp-NAME.pcap.
 record() {
 	local name="$1" port="$2"
 	shift 2
@@ -80,8 +81,8 @@ record() {
 	sleep 0.5 # let the last ACKs reach tcpdump (-U writes each packet as it comes)
 	kill -INT "$tp"
 	wait "$tp" || true
-	cp "$tmp/$name.pcap" "$outdir/$name.pcap"
-	echo "recorded $outdir/$name.pcap"
+	cp "$tmp/$name.pcap" "$outdir/tcp-$name.pcap"
+	echo "recorded $outdir/tcp-$name.pcap"
 }
 
 mkdir -p "$outdir"

@@ -16,7 +16,7 @@ func benchStreams(b *testing.B) []struct {
 		name   string
 		stream []byte
 	}{{"rfc8448", loadHexFixture(b, "testdata/rfc8448-s3-clienthello.hex").stream()}}
-	paths, err := filepath.Glob("testdata/*.pcap")
+	paths, err := filepath.Glob(tcpPcapGlob)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func BenchmarkParseClientHello(b *testing.B) {
 
 func BenchmarkParseRequestHead(b *testing.B) {
 	heads := map[string][]byte{
-		"curl":    loadPcapFixture(b, "testdata/curl-http.pcap").stream(),
+		"curl":    loadPcapFixture(b, "testdata/tcp-curl-http.pcap").stream(),
 		"browser": []byte("GET /assets/app.js?v=3 HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\nAccept-Language: en-US,en;q=0.9\r\nReferer: http://www.example.test/\r\nConnection: keep-alive\r\n\r\n"),
 	}
 	for name, h := range heads {

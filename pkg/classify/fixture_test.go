@@ -110,6 +110,10 @@ func loadHexFixture(t testing.TB, path string) fixture {
 	return fx
 }
 
+// tcpPcapGlob matches the captures of TCP clients that
+// test/record-clients.sh writes (other captures in testdata/ are QUIC's).
+const tcpPcapGlob = "testdata/tcp-*.pcap"
+
 // loadPcapFixture reads a capture of one TCP connection and returns the
 // client's segments: the client is the sender of the first SYN without ACK;
 // its SYN and every segment of its with payload are kept, in capture order.

@@ -31,7 +31,7 @@ func seedStreams(f *testing.F) map[string][]byte {
 		"h2 preface": []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
 	}
 	// The recorded clients (curl, openssl, Go, Chromium; curl over HTTP).
-	paths, _ := filepath.Glob("testdata/*.pcap")
+	paths, _ := filepath.Glob(tcpPcapGlob)
 	for _, p := range paths {
 		s[filepath.Base(p)] = loadPcapFixture(f, p).stream()
 	}
@@ -143,7 +143,7 @@ func FuzzParseRequestHead(f *testing.F) {
 func FuzzReassembly(f *testing.F) {
 	for name, s := range seedStreams(f) {
 		switch name {
-		case "rfc8448", "go-tls.pcap", "http get":
+		case "rfc8448", "tcp-go-tls.pcap", "http get":
 			// In order; overlapping retransmissions; a lie inside an overlap.
 			f.Add(s, []byte{0, 60, 60, 255, 255, 255}, uint16(0))
 			f.Add(s, []byte{10, 90, 0, 50, 40, 30, 200, 10}, uint16(0))

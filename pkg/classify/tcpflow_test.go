@@ -103,18 +103,18 @@ var recorded = map[string]struct {
 	want outcome
 	alpn []string
 }{
-	"curl-tls.pcap":     {named("curl.example.test", SourceSNI), []string{"h2", "http/1.1"}},
-	"curl-http.pcap":    {named("plain.example.test", SourceHost), nil},
-	"openssl-tls.pcap":  {named("openssl.example.test", SourceSNI), nil},
-	"go-tls.pcap":       {named("go.example.test", SourceSNI), nil},
-	"chromium-tls.pcap": {outcome{Status: Done, Name: "chromium.example.test", From: SourceSNI, ECH: true}, []string{"h2", "http/1.1"}},
+	"tcp-curl-tls.pcap":     {named("curl.example.test", SourceSNI), []string{"h2", "http/1.1"}},
+	"tcp-curl-http.pcap":    {named("plain.example.test", SourceHost), nil},
+	"tcp-openssl-tls.pcap":  {named("openssl.example.test", SourceSNI), nil},
+	"tcp-go-tls.pcap":       {named("go.example.test", SourceSNI), nil},
+	"tcp-chromium-tls.pcap": {outcome{Status: Done, Name: "chromium.example.test", From: SourceSNI, ECH: true}, []string{"h2", "http/1.1"}},
 }
 
 func loadFixtures(t *testing.T) []flowFixture {
 	t.Helper()
 	fx := loadHexFixture(t, "testdata/rfc8448-s3-clienthello.hex")
 	all := []flowFixture{{fixture: fx, want: named("server", SourceSNI)}}
-	paths, err := filepath.Glob("testdata/*.pcap")
+	paths, err := filepath.Glob(tcpPcapGlob)
 	if err != nil {
 		t.Fatal(err)
 	}
