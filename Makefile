@@ -54,12 +54,20 @@ bench: ## Go benchmarks (allocs reported); BENCHTIME to change the run length
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 .PHONY: dist
-dist: ## static linux/amd64 and linux/arm64 binaries with the version stamped in
-	@mkdir -p $(DIST)
+dist: ## release tarballs for linux/amd64 and linux/arm64 (binary, scripts, units, config, policies) with SHA256SUMS
+	@mkdir -p $(DIST)/.build
 	for arch in amd64 arm64; do \
-		GOOS=linux GOARCH=$$arch $(GOBUILD) -o $(DIST)/egressd-linux-$$arch ./cmd/egressd; \
+		GOOS=linux GOARCH=$$arch $(GOBUILD) -o $(DIST)/.build/egressd-linux-$$arch ./cmd/egressd; \
 	done
-	cd $(DIST) && sha256sum egressd-linux-* > SHA256SUMS
+	./deploy/dist.sh $(DIST) $(VERSION) amd64=$(DIST)/.build/egressd-linux-amd64 arm64=$(DIST)/.build/egressd-linux-arm64
+
+.PHONY: ssm-doc
+ssm-doc: ## regenerate deploy/ssm/egressd-push-policy.json from its shell script
+	$(GO) run ./deploy/cmd/ssmdoc deploy/ssm/egressd-push-policy.sh deploy/ssm/egressd-push-policy.json
+
+.PHONY: deploy-check
+deploy-check: ## packer fmt/validate (offline) and systemd-analyze verify on the deploy files
+	./deploy/test/check-tools.sh
 
 .PHONY: clean
 clean: ## remove build output
