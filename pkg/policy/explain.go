@@ -10,6 +10,7 @@ type RuleTrace struct {
 	Rule   string `json:"rule"`
 	Line   int    `json:"line"`
 	Action string `json:"action"`
+	Shadow bool   `json:"shadow,omitempty"`
 	Match  bool   `json:"match"`
 	Why    string `json:"why"`
 }
@@ -30,10 +31,10 @@ func (p *Policy) Explain(q Query) Explanation {
 	for i := range p.rules {
 		r := &p.rules[i]
 		m := p.evalRule(r, &q)
-		out.Rules[i] = RuleTrace{Rule: r.name, Line: r.line, Action: r.action.String(), Match: m.match, Why: m.why}
+		out.Rules[i] = RuleTrace{Rule: r.name, Line: r.line, Action: r.action.String(), Shadow: r.shadow, Match: m.match, Why: m.why}
 		switch {
 		case m.match:
-			t.add(int32(i), r.action, m.byName, m.dnsName)
+			t.add(int32(i), r, m.byName, m.dnsName)
 		case m.pendingName:
 			t.nameMayMatter = true
 		}

@@ -20,7 +20,7 @@ const dnsPolicy = labRules + `
   - {name: wild, domains: ["*.wild.example.test"], ports: [443], action: allow}
 ` + labTests
 
-func tlsHandshake(t *testing.T, s *setup, addr, name string) (error, lab.Decision) {
+func tlsHandshake(t *testing.T, s *setup, addr, name string) (lab.Decision, error) {
 	t.Helper()
 	c := dial(t, s, addr)
 	tc := tls.Client(c, &tls.Config{ServerName: name, RootCAs: s.CA.Pool})
@@ -30,7 +30,7 @@ func tlsHandshake(t *testing.T, s *setup, addr, name string) (error, lab.Decisio
 	if werr != nil {
 		t.Fatal(werr)
 	}
-	return err, d
+	return d, err
 }
 
 // TestDNSVerification: a name is trusted only where DNS says it lives.
@@ -38,13 +38,13 @@ func TestDNSVerification(t *testing.T) {
 	s := start(t, dnsPolicy, lab.Rules{}, lab.EgressdOptions{})
 
 	t.Run("allowed SNI at its own address", func(t *testing.T) {
-		err, d := tlsHandshake(t, s, lab.ServerAddr+":443", "allowed.example.test")
+		d, err := tlsHandshake(t, s, lab.ServerAddr+":443", "allowed.example.test")
 		if err != nil || d.Verdict != "allow" || d.DNSCheck != "verified" {
 			t.Fatalf("handshake %v, decision %s", err, d)
 		}
 	})
 	t.Run("allowed SNI sent to another server", func(t *testing.T) {
-		err, d := tlsHandshake(t, s, lab.OtherAddr+":443", "allowed.example.test")
+		d, err := tlsHandshake(t, s, lab.OtherAddr+":443", "allowed.example.test")
 		if err == nil || d.Verdict != "deny" || d.Reason != "dns-mismatch" || d.Name != "allowed.example.test" {
 			t.Fatalf("handshake %v, decision %s", err, d)
 		}
@@ -105,7 +105,7 @@ func TestDNSVerification(t *testing.T) {
 				if !a.IsValid() {
 					continue
 				}
-				err, d := tlsHandshake(t, s, a.String()+":443", "rotating.example.test")
+				d, err := tlsHandshake(t, s, a.String()+":443", "rotating.example.test")
 				if err != nil || d.Verdict != "allow" {
 					t.Fatalf("round %d, to %s (current %s): handshake %v, decision %s", i, a, current, err, d)
 				}
@@ -118,7 +118,7 @@ func TestDNSVerification(t *testing.T) {
 		s.DNS.SetAddrs("a.wild.example.test", lab.DefaultTTL, netip.MustParseAddr(lab.ServerAddr))
 		s.DNS.SetDrop(true) // the resolver stops answering
 		defer s.DNS.SetDrop(false)
-		err, d := tlsHandshake(t, s, lab.ServerAddr+":443", "a.wild.example.test")
+		d, err := tlsHandshake(t, s, lab.ServerAddr+":443", "a.wild.example.test")
 		if err == nil || d.Verdict != "deny" || d.Reason != "dns-error" {
 			t.Fatalf("handshake %v, decision %s", err, d)
 		}
@@ -127,14 +127,14 @@ func TestDNSVerification(t *testing.T) {
 		s.DNS.SetAddrs("b.wild.example.test", lab.DefaultTTL, netip.MustParseAddr(lab.ServerAddr))
 		s.DNS.SetServFail(true)
 		defer s.DNS.SetServFail(false)
-		err, d := tlsHandshake(t, s, lab.ServerAddr+":443", "b.wild.example.test")
+		d, err := tlsHandshake(t, s, lab.ServerAddr+":443", "b.wild.example.test")
 		if err == nil || d.Verdict != "deny" || d.Reason != "dns-error" {
 			t.Fatalf("handshake %v, decision %s", err, d)
 		}
 	})
 	t.Run("a name under a wildcard, resolved on demand", func(t *testing.T) {
 		s.DNS.SetAddrs("c.wild.example.test", lab.DefaultTTL, netip.MustParseAddr(lab.ServerAddr))
-		err, d := tlsHandshake(t, s, lab.ServerAddr+":443", "c.wild.example.test")
+		d, err := tlsHandshake(t, s, lab.ServerAddr+":443", "c.wild.example.test")
 		if err != nil || d.Verdict != "allow" || d.Rule != "wild" {
 			t.Fatalf("handshake %v, decision %s", err, d)
 		}
@@ -145,7 +145,7 @@ func TestDNSVerification(t *testing.T) {
 // and the decision line says so.
 func TestVerifyDNSDisabled(t *testing.T) {
 	s := start(t, labPolicy, lab.Rules{}, lab.EgressdOptions{Env: []string{"EGRESSD_VERIFY_DNS_ENABLED=false"}})
-	err, d := tlsHandshake(t, s, lab.OtherAddr+":443", "allowed.example.test")
+	d, err := tlsHandshake(t, s, lab.OtherAddr+":443", "allowed.example.test")
 	if err != nil || d.Verdict != "allow" || d.DNSCheck != "trusted" {
 		t.Fatalf("handshake %v, decision %s", err, d)
 	}

@@ -36,7 +36,6 @@ type SegOpt func(*segment)
 type segment struct {
 	ttl         uint8
 	badChecksum bool
-	ack         bool
 }
 
 // WithTTL sends the segment with this IP TTL.
