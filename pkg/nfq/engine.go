@@ -38,7 +38,7 @@ type Engine struct {
 	shards []*Shard
 	stats  Stats
 
-	lastTick  atomic.Int64 // unix nanoseconds of the last Tick, for the watchdog
+	lastTick atomic.Int64 // unix nanoseconds of the last Tick, for the watchdog
 
 	verifySem chan struct{}
 	verifyWG  sync.WaitGroup

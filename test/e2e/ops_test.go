@@ -231,8 +231,8 @@ func TestMetrics(t *testing.T) {
 		`egressd_decisions_total{proto="tcp",reason="dns-mismatch",verdict="deny"}`: 1,
 		`egressd_decision_latency_seconds_count`:                                    6,
 		`egressd_decision_log_lines_total{outcome="written"}`:                       6,
-		`egressd_policy_rules`:                                                      5,
-		`egressd_monitor_mode`:                                                      0,
+		`egressd_policy_rules`: 5,
+		`egressd_monitor_mode`: 0,
 	} {
 		if got := metric(t, body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
