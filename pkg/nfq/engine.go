@@ -371,9 +371,13 @@ func (s *Shard) hold(f *flow, p *Packet) bool {
 // onName decides a flow whose head named it (or carried no name).
 func (s *Shard) onName(f *flow, p *Packet, res classify.Result) {
 	e := s.e
+	pol := e.pol.Load()
 	q := s.query(p)
 	q.Name = res.Name
-	d := e.pol.Load().Decide(q)
+	if q.Name == "" {
+		q.DNSNames = s.dnsNames(pol, p.Dst) // deny rules still match a nameless flow by address
+	}
+	d := pol.Decide(q)
 	if d.Verdict != policy.Allow || !d.Verify {
 		s.finishPolicy(f, p, d, res.Name, res.From, res.ECH)
 		return
@@ -442,8 +446,10 @@ func (s *Shard) onHeadError(f *flow, p *Packet, err error) {
 	switch {
 	case errors.Is(err, classify.ErrNotTLS):
 		reason = policy.ReasonNotTLSOrHTTP
+		pol := s.e.pol.Load()
 		q := s.query(p)
-		if d := s.e.pol.Load().Decide(q); d.Verdict == policy.Allow && d.Reason == policy.ReasonRule {
+		q.DNSNames = s.dnsNames(pol, p.Dst)
+		if d := pol.Decide(q); d.Verdict == policy.Allow && d.Reason == policy.ReasonRule {
 			s.finishPolicy(f, p, d, "", classify.SourceNone, false)
 			return
 		}

@@ -27,7 +27,9 @@ type Query struct {
 	Name string
 
 	// DNSNames are the policy's literal names (LiteralNames) whose current
-	// DNS answers include Dst. Used iff not Inspected.
+	// DNS answers include Dst. Used when not Inspected (every rule's
+	// domains match through them), and when Inspected, not Pending and
+	// Name is "" (deny rules match through them).
 	DNSNames []string
 }
 
@@ -190,6 +192,19 @@ func (p *Policy) Decide(q Query) Decision {
 		}
 	case q.Name != "":
 		p.matchName(&t, &q)
+	default:
+		// A flow on an inspected port that carries no name (a hello
+		// without SNI, HTTP/1.0 without Host) is allowed only by address,
+		// but a deny rule still matches it by DNS address: otherwise
+		// leaving the name out would step around a deny list.
+		for _, n := range q.DNSNames {
+			for _, i := range p.literal[n] {
+				r := &p.rules[i]
+				if r.action == Deny && r.appliesTo(q.Src, q.Port, q.Proto) && (r.cidrs.empty() || r.cidrs.contains(q.Dst)) {
+					t.add(i, r, false, n)
+				}
+			}
+		}
 	}
 	return t.decision(p, &q)
 }

@@ -332,3 +332,25 @@ rules:
 		})
 	}
 }
+
+// TestNamelessFlowMeetsDenyByDNS: leaving the name out of a hello does not
+// step around a deny list, even under a default allow; it still needs an
+// address rule to be allowed where a name would be needed.
+func TestNamelessFlowMeetsDenyByDNS(t *testing.T) {
+	p := mustParse(t, `
+version: 1
+default: allow
+rules:
+  - {name: no-paste, domains: [.pastebin.example], action: deny}
+  - {name: web, domains: [ok.example], action: allow}
+`)
+	q := tlsQuery("")
+	q.DNSNames = []string{"pastebin.example"}
+	if d := p.Decide(q); d.Verdict != Deny || d.Rule != "no-paste" || d.DNSName != "pastebin.example" {
+		t.Errorf("a nameless hello to a denied name's address: %+v", d)
+	}
+	q.DNSNames = []string{"ok.example"}
+	if d := p.Decide(q); d.Rule != "default" {
+		t.Errorf("an allow rule matched a nameless flow by DNS: %+v", d)
+	}
+}

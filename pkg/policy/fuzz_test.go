@@ -141,7 +141,12 @@ func (g *gen) query(p *Policy) Query {
 	case mode == 0:
 		q.Pending = true
 	case mode == 1:
-		// no name
+		// No name; deny rules may match by DNS address.
+		for _, n := range p.LiteralNames() {
+			if g.next()%2 == 0 {
+				q.DNSNames = append(q.DNSNames, n)
+			}
+		}
 	default:
 		q.Name = []string{"", "www."}[g.next()%2] + g.pick(fuzzNames)
 	}
