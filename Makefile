@@ -30,6 +30,10 @@ help: ## list the targets
 build: ## build bin/egressd for this machine
 	$(GOBUILD) -o $(BIN)/egressd ./cmd/egressd
 
+.PHONY: demo
+demo: build ## as root: build the lab, run egressd on the example policy, show allowed and denied flows, tear down
+	$(GO) run ./test/demo -egressd $(BIN)/egressd
+
 .PHONY: test
 test: ## unit, fuzz-seed and lab tests (-race); lab tests need root, and under CI=true a skip fails the run
 	./scripts/gotest.sh -race -count=1 ./...

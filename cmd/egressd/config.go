@@ -19,10 +19,14 @@ import (
 // (EGRESSD_VERIFY_DNS_ENABLED=false). The zero value of each field is
 // replaced by the default shown in defaults().
 type Config struct {
-	Mode     string `mapstructure:"mode"`      // enforce | monitor
-	Policy   string `mapstructure:"policy"`    // path of the policy file
-	FailOpen bool   `mapstructure:"fail_open"` // new flows pass when egressd is down or its queue is full
-	Queue    struct {
+	Mode string `mapstructure:"mode"` // enforce | monitor
+	// MonitorUntil, an RFC 3339 time, ends a monitor-mode trial: egressd
+	// switches to enforce at that moment by itself (a forgotten trial is an
+	// open door). "": no end.
+	MonitorUntil string `mapstructure:"monitor_until"`
+	Policy       string `mapstructure:"policy"`    // path of the policy file
+	FailOpen     bool   `mapstructure:"fail_open"` // new flows pass when egressd is down or its queue is full
+	Queue        struct {
 		First int `mapstructure:"first"` // first NFQUEUE number
 		Count int `mapstructure:"count"` // readers: queues first..first+count-1
 		Len   int `mapstructure:"len"`   // kernel queue length per queue
@@ -48,6 +52,13 @@ type Config struct {
 	Log struct {
 		Format string `mapstructure:"format"` // json | text (operational logs; decisions are always JSON)
 		Level  string `mapstructure:"level"`  // debug | info | warn | error
+		// DecisionsFile also writes the decision lines to this file,
+		// rotated by size. "": stdout only.
+		DecisionsFile  string        `mapstructure:"decisions_file"`
+		DecisionsMaxMB int           `mapstructure:"decisions_max_mb"` // rotate past this size
+		DecisionsKeep  int           `mapstructure:"decisions_keep"`   // rotated files kept
+		FoldPerSource  int           `mapstructure:"fold_per_source"`  // denied flows/s per source logged one by one; 0: never fold
+		FoldWindow     time.Duration `mapstructure:"fold_window"`      // how often fold summaries are written
 	} `mapstructure:"log"`
 	Metrics struct {
 		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
@@ -74,6 +85,12 @@ func defaults(v *viper.Viper) {
 	v.SetDefault("verify_dns.timeout", "2s")
 	v.SetDefault("log.format", "json")
 	v.SetDefault("log.level", "info")
+	v.SetDefault("log.decisions_file", "")
+	v.SetDefault("log.decisions_max_mb", 100)
+	v.SetDefault("log.decisions_keep", 5)
+	v.SetDefault("log.fold_per_source", 50)
+	v.SetDefault("log.fold_window", "10s")
+	v.SetDefault("monitor_until", "")
 	v.SetDefault("metrics.listen", "127.0.0.1:9145")
 }
 
@@ -119,6 +136,17 @@ func (c *Config) validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if _, err := nfq.ParseMode(c.Mode); err != nil {
 		bad("mode: %v", err)
+	}
+	if c.MonitorUntil != "" {
+		if _, err := time.Parse(time.RFC3339, c.MonitorUntil); err != nil {
+			bad("monitor_until %q is not an RFC 3339 time (like 2026-12-01T18:00:00Z)", c.MonitorUntil)
+		}
+	}
+	if c.Log.DecisionsFile != "" && (c.Log.DecisionsMaxMB < 1 || c.Log.DecisionsKeep < 1) {
+		bad("log.decisions_max_mb and log.decisions_keep must be at least 1")
+	}
+	if c.Log.FoldPerSource < 0 || c.Log.FoldWindow < time.Second {
+		bad("log.fold_per_source must be >= 0 and log.fold_window >= 1s")
 	}
 	if c.Policy == "" {
 		bad("policy: the policy file's path is required")

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,14 +27,22 @@ const runUsage = `Usage: egressd run [--config FILE] [--mode enforce|monitor]
 
 Run the verdict engine: read the first packets of new flows from the NFQUEUE
 queues that scripts/iptables/egressd-iptables.sh sends them to, decide each
-flow with the policy, and write one JSON decision line per flow to stdout.
-Operational logs go to stderr.
+flow with the policy, and write one JSON decision line per flow to stdout
+(and to log.decisions_file if set). Operational logs go to stderr.
 
 egressd refuses to start on a bad config or policy (exit 1, with a log line
-per problem). On SIGHUP it reloads the policy; a bad one is refused and the
-last good policy stays in force. On SIGTERM or SIGINT it stops; the iptables
-rules stay, so new flows are dropped while it is down (fail closed) unless
-fail_open is set.
+per problem). It reloads the policy when the file changes (also when it is
+replaced by a rename) and on SIGHUP; a bad one is refused, with its
+file:line problems logged, and the last good policy stays in force. SIGHUP
+also rereads the config: mode, monitor_until and log.level apply at once; a
+change that needs a restart (queues, ports, limits, resolvers) is logged as
+such. On SIGTERM or SIGINT it stops; the iptables rules stay, so new flows
+are dropped while it is down (fail closed) unless fail_open is set.
+
+--mode monitor decides and logs every flow and blocks none; with
+monitor_until in the config, enforcement resumes at that time by itself.
+metrics.listen serves /metrics (Prometheus), /healthz and /readyz (JSON,
+with the loaded policy's sha256).
 
 Needs CAP_NET_ADMIN in the network namespace of the NAT (root, or the
 systemd unit's capabilities).
@@ -66,9 +78,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "egressd run: --mode: %v\n", err)
 		return 2
 	}
-	log := newLogger(cfg, stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg, stderr, level)
 
-	d := &daemon{cfg: cfg, log: log, mode: m}
+	d := &daemon{cfg: cfg, cfgPath: *cfgPath, modeFlag: *mode, log: log, level: level, mode: m, notify: newNotifier()}
 	if err := d.start(stdout); err != nil {
 		log.Error("not starting", "err", err)
 		return 1
@@ -76,8 +89,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	return d.wait()
 }
 
-func newLogger(cfg *Config, w io.Writer) *slog.Logger {
-	var level slog.Level
+func newLogger(cfg *Config, w io.Writer, level *slog.LevelVar) *slog.Logger {
 	_ = level.UnmarshalText([]byte(cfg.Log.Level)) // validated with the config
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Log.Format == "text" {
@@ -88,14 +100,24 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 
 // daemon is egressd run's wiring: it owns every goroutine it starts.
 type daemon struct {
-	cfg  *Config
-	log  *slog.Logger
-	mode nfq.Mode
+	cfg      *Config
+	cfgPath  string
+	modeFlag string // --mode, which wins over the config's mode
+	log      *slog.Logger
+	level    *slog.LevelVar
+	mode     nfq.Mode
+	notify   *notifier
 
 	engine    *nfq.Engine
 	queues    []*nfq.Queue
 	resolver  *resolve.Resolver
 	decisions *declog.Writer
+	files     []io.Closer
+	metrics   *metrics
+	loadedAt  atomic.Value // time.Time the policy in force was loaded
+
+	reloadMu     sync.Mutex
+	monitorTimer *time.Timer
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -130,7 +152,20 @@ func (d *daemon) start(stdout io.Writer) error {
 		log.Warn("verify_dns is disabled: names from SNI, QUIC and Host are taken on trust; decision lines say dns_check=trusted")
 	}
 
-	d.decisions = declog.NewWriter(stdout, 65536)
+	outputs := []io.Writer{stdout}
+	if cfg.Log.DecisionsFile != "" {
+		f, err := declog.OpenRotating(cfg.Log.DecisionsFile, int64(cfg.Log.DecisionsMaxMB)<<20, cfg.Log.DecisionsKeep)
+		if err != nil {
+			return fmt.Errorf("log.decisions_file: %w", err)
+		}
+		outputs = append(outputs, f)
+		d.files = append(d.files, f)
+	}
+	d.decisions = declog.NewWriter(declog.WriterConfig{
+		Outputs: outputs, FoldRate: float64(cfg.Log.FoldPerSource), FoldWindow: cfg.Log.FoldWindow,
+	})
+	d.metrics = newMetrics(d)
+	d.loadedAt.Store(time.Now())
 	d.engine, err = nfq.New(nfq.Config{
 		Mode:          d.mode,
 		InspectTCP:    ports16(cfg.InspectPorts.TCP),
@@ -140,7 +175,7 @@ func (d *daemon) start(stdout io.Writer) error {
 		MaxFlows:      cfg.Limits.Flows,
 		MaxHeld:       cfg.Limits.HeldPackets,
 		Verifier:      verifier,
-		Log:           d.decisions.Log,
+		Log:           func(r *declog.Record) { d.metrics.observe(r); d.decisions.Log(r) },
 		Logger:        log,
 	}, pol, cfg.Queue.Count)
 	if err != nil {
@@ -168,16 +203,43 @@ func (d *daemon) start(stdout io.Writer) error {
 		d.queues = append(d.queues, q)
 	}
 
+	if cfg.Metrics.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		srv := &http.Server{Handler: d.metrics.handler(), ReadHeaderTimeout: 5 * time.Second}
+		d.goRun("metrics", func(ctx context.Context) error {
+			go func() { <-ctx.Done(); srv.Close() }()
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+
 	d.logWG.Add(1)
 	go func() { defer d.logWG.Done(); d.decisions.Run(d.ctx) }()
 	d.goRun("engine", func(ctx context.Context) error { d.engine.Run(ctx); return nil })
+	d.goRun("policy watch", func(ctx context.Context) error {
+		return watchFile(ctx, cfg.Policy, 200*time.Millisecond, log, func() { d.reload("file changed") })
+	})
+	d.goRun("log watch", d.watchLogDrops)
 	if d.resolver != nil {
 		d.goRun("resolver", d.resolver.Run)
 	}
 	for _, q := range d.queues {
 		d.goRun(fmt.Sprintf("queue %d", q.Num()), q.Run)
 	}
+	d.applyMonitorUntil(cfg)
+	if err := d.waitBound(5 * time.Second); err != nil {
+		return err
+	}
+	if d.notify.watchdog > 0 {
+		d.goRun("watchdog", d.watchdog)
+	}
 	s := pol.Stats()
+	d.notify.ready(fmt.Sprintf("deciding flows; policy %s (%d rules)", pol.Hash()[:12], s.Rules))
 	log.Info("egressd running", "version", version, "mode", d.mode.String(),
 		"queues", fmt.Sprintf("%d-%d", cfg.Queue.First, cfg.Queue.First+cfg.Queue.Count-1),
 		"fail_open", cfg.FailOpen, "policy", pol.File(), "policy_sha256", pol.Hash(),
@@ -205,7 +267,10 @@ func (d *daemon) wait() int {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
+				d.notify.reloading()
+				d.reloadConfig()
 				d.reload("SIGHUP")
+				d.notify.ready("policy reloaded")
 				continue
 			}
 			d.log.Info("stopping", "signal", sig.String())
@@ -213,6 +278,7 @@ func (d *daemon) wait() int {
 		case <-d.ctx.Done():
 		}
 	}
+	d.notify.stopping()
 	code := 0
 	if cause := context.Cause(d.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		d.log.Error("stopping after a failure; the iptables rules stay, so new flows fail closed unless fail_open", "err", cause)
@@ -233,18 +299,167 @@ func (d *daemon) wait() int {
 		d.log.Error("shutdown did not finish in time; exiting anyway", "grace", shutdownGrace)
 		code = 1
 	}
-	d.log.Info("stopped", "decision_lines_written", d.decisions.Written(), "decision_lines_dropped", d.decisions.Dropped())
+	for _, f := range d.files {
+		f.Close()
+	}
+	c := d.decisions.Counts()
+	d.log.Info("stopped", "decision_lines_written", c.Written, "decision_lines_dropped", c.Dropped,
+		"decision_lines_folded", c.Folded, "decision_lines_failed", c.Failed)
 	return code
+}
+
+// waitBound waits until every queue is bound (the kernel delivers to us).
+func (d *daemon) waitBound(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		all := true
+		for _, q := range d.queues {
+			if !q.Bound() {
+				all = false
+			}
+		}
+		if all {
+			return nil
+		}
+		if cause := context.Cause(d.ctx); cause != nil {
+			return cause
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("queues not bound within %s", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// watchdog pings systemd while the engine's tick advances: a stuck shard
+// (a deadlock) stops the tick, the pings stop, and systemd restarts us.
+func (d *daemon) watchdog(ctx context.Context) error {
+	t := time.NewTicker(d.notify.watchdog)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if time.Since(d.engine.LastTick()) < 2*d.notify.watchdog {
+				d.notify.ping()
+			} else {
+				d.log.Error("the engine's tick is stuck; not pinging the watchdog", "last_tick", d.engine.LastTick())
+			}
+		}
+	}
+}
+
+// watchLogDrops logs, at most every 10s, how many decision lines were lost
+// to a full buffer, so that a gap in the log is never silent.
+func (d *daemon) watchLogDrops(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	var last declog.Counts
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			c := d.decisions.Counts()
+			if c.Dropped != last.Dropped || c.Failed != last.Failed {
+				d.log.Warn("decision lines lost", "dropped_since_last", c.Dropped-last.Dropped, "failed_since_last", c.Failed-last.Failed,
+					"dropped_total", c.Dropped, "failed_total", c.Failed)
+			}
+			last = c
+		}
+	}
+}
+
+// applyMonitorUntil arms the end of a monitor-mode trial.
+func (d *daemon) applyMonitorUntil(cfg *Config) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if d.monitorTimer != nil {
+		d.monitorTimer.Stop()
+		d.monitorTimer = nil
+	}
+	if d.engine.Mode() != nfq.Monitor || cfg.MonitorUntil == "" {
+		return
+	}
+	until, _ := time.Parse(time.RFC3339, cfg.MonitorUntil) // validated
+	end := func() {
+		d.engine.SetMode(nfq.Enforce)
+		d.log.Warn("monitor_until reached: enforcing the policy from now on", "monitor_until", cfg.MonitorUntil)
+	}
+	if wait := time.Until(until); wait <= 0 {
+		end()
+		return
+	}
+	d.monitorTimer = time.AfterFunc(time.Until(until), end)
+	d.log.Warn("monitor mode: decisions are logged, not enforced", "until", cfg.MonitorUntil)
+}
+
+// reloadConfig rereads the config file on SIGHUP: what can change live is
+// applied, what cannot is logged.
+func (d *daemon) reloadConfig() {
+	cfg, err := loadConfig(d.cfgPath)
+	if err != nil {
+		d.log.Error("config reload refused; the running config stays", "err", err)
+		return
+	}
+	old := d.cfg
+	var restart []string
+	for key, same := range map[string]bool{
+		"policy":        cfg.Policy == old.Policy,
+		"queue":         cfg.Queue == old.Queue,
+		"fail_open":     cfg.FailOpen == old.FailOpen,
+		"inspect_ports": reflect.DeepEqual(cfg.InspectPorts, old.InspectPorts),
+		"hello":         cfg.Hello == old.Hello,
+		"limits":        cfg.Limits == old.Limits,
+		"verify_dns":    reflect.DeepEqual(cfg.VerifyDNS, old.VerifyDNS),
+		"metrics":       cfg.Metrics == old.Metrics,
+		"log (except level)": cfg.Log.Format == old.Log.Format && cfg.Log.DecisionsFile == old.Log.DecisionsFile &&
+			cfg.Log.DecisionsMaxMB == old.Log.DecisionsMaxMB && cfg.Log.DecisionsKeep == old.Log.DecisionsKeep &&
+			cfg.Log.FoldPerSource == old.Log.FoldPerSource && cfg.Log.FoldWindow == old.Log.FoldWindow,
+	} {
+		if !same {
+			restart = append(restart, key)
+		}
+	}
+	if len(restart) > 0 {
+		d.log.Warn("config changes that apply only after a restart", "keys", restart)
+	}
+	if cfg.Log.Level != old.Log.Level {
+		_ = d.level.UnmarshalText([]byte(cfg.Log.Level))
+	}
+	mode := cfg.Mode
+	if d.modeFlag != "" {
+		mode = d.modeFlag
+	}
+	if m, err := nfq.ParseMode(mode); err == nil && m != d.engine.Mode() {
+		d.engine.SetMode(m)
+		d.log.Warn("mode changed", "mode", m.String())
+	}
+	// Only live keys are taken from the new config.
+	next := *old
+	next.Mode, next.MonitorUntil, next.Log.Level = cfg.Mode, cfg.MonitorUntil, cfg.Log.Level
+	d.cfg = &next
+	d.applyMonitorUntil(&next)
 }
 
 // reload loads the policy file again and swaps it in if it is good.
 func (d *daemon) reload(why string) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	pol, err := loadPolicy(d.cfg)
 	if err != nil {
-		d.log.Error("policy reload refused; the previous policy stays in force", "trigger", why, "err", err)
+		d.metrics.reloadKO.Add(1)
+		d.log.Error("policy reload refused; the previous policy stays in force", "trigger", why,
+			"policy_sha256", d.engine.Policy().Hash(), "err", err)
 		return
 	}
+	if pol.Hash() == d.engine.Policy().Hash() {
+		return // an event that did not change the file's content
+	}
 	d.engine.SetPolicy(pol)
+	d.loadedAt.Store(time.Now())
+	d.metrics.reloadOK.Add(1)
 	if d.resolver != nil {
 		if err := d.resolver.Watch(pol.LiteralNames()); err != nil {
 			d.log.Error("verify_dns: cannot watch the new policy's names", "err", err)

@@ -3,33 +3,88 @@ package declog
 import (
 	"context"
 	"io"
+	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// Writer writes decision lines to an io.Writer from a goroutine of its own,
-// so that the verdict path never waits on a slow disk or journal. Lines
-// wait in a bounded buffer; when it is full a line is dropped and counted,
-// never queued without bound.
-type Writer struct {
-	out     io.Writer
-	ch      chan *[]byte
-	pool    sync.Pool
-	dropped atomic.Uint64
-	written atomic.Uint64
-	errors  atomic.Uint64
-	done    chan struct{}
+// WriterConfig configures a Writer. The zero value of each field is the
+// documented default.
+type WriterConfig struct {
+	// Outputs receive every line (stdout, a RotatingFile). Required.
+	Outputs []io.Writer
+	// Depth is how many lines may wait for the writer goroutine; past it a
+	// line is dropped and counted. 0: 65536.
+	Depth int
+	// FoldRate is how many denied flows per second one source may log
+	// line by line (with FoldBurst at once); past it its denied flows are
+	// counted, not logged, and a summary line says how many were folded.
+	// 0: no folding.
+	FoldRate  float64
+	FoldBurst int // 0: 10 × FoldRate
+	// FoldWindow is how often summary lines are written. 0: 10s.
+	FoldWindow time.Duration
+	// MaxSources bounds the per-source fold state; sources past it share
+	// one bucket (src "*" in summaries). 0: 65536.
+	MaxSources int
+	Now        func() time.Time // nil: time.Now
 }
 
-// NewWriter returns a Writer with room for depth lines in flight.
-func NewWriter(out io.Writer, depth int) *Writer {
-	w := &Writer{out: out, ch: make(chan *[]byte, depth), done: make(chan struct{})}
+// Writer writes decision lines from a goroutine of its own, so that the
+// verdict path never waits on a slow disk or journal. Lines wait in a
+// bounded buffer; when it is full a line is dropped and counted, never
+// queued without bound. A source that floods denied flows is summarised
+// (folded) past a per-source rate. Every line is counted once: as written,
+// dropped (buffer full), folded, or failed (an output refused it).
+type Writer struct {
+	cfg  WriterConfig
+	ch   chan *[]byte
+	pool sync.Pool
+	done chan struct{}
+
+	mu      sync.Mutex
+	buckets map[netip.Addr]*bucket
+	overall bucket // for sources past MaxSources
+
+	written, dropped, folded, failed atomic.Uint64
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+	folded uint64 // since the last summary
+	since  time.Time
+}
+
+// NewWriter returns a Writer; Run must be running for lines to be written.
+func NewWriter(cfg WriterConfig) *Writer {
+	if cfg.Depth == 0 {
+		cfg.Depth = 65536
+	}
+	if cfg.FoldBurst == 0 {
+		cfg.FoldBurst = int(10 * cfg.FoldRate)
+	}
+	if cfg.FoldWindow == 0 {
+		cfg.FoldWindow = 10 * time.Second
+	}
+	if cfg.MaxSources == 0 {
+		cfg.MaxSources = 65536
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	w := &Writer{cfg: cfg, ch: make(chan *[]byte, cfg.Depth), done: make(chan struct{}), buckets: map[netip.Addr]*bucket{}}
 	w.pool.New = func() any { b := make([]byte, 0, 512); return &b }
 	return w
 }
 
-// Log queues one record. It never blocks; it is safe for concurrent use.
+// Log queues one record. It never blocks and is safe for concurrent use.
 func (w *Writer) Log(r *Record) {
+	if w.cfg.FoldRate > 0 && r.Verdict == "deny" && w.fold(r.Src, r.Time) {
+		return
+	}
 	bp := w.pool.Get().(*[]byte)
 	*bp = r.AppendJSON((*bp)[:0])
 	select {
@@ -40,20 +95,55 @@ func (w *Writer) Log(r *Record) {
 	}
 }
 
-// Run writes queued lines until ctx is done, then writes what is left and
+// fold takes a token from src's bucket; without one the line is folded.
+func (w *Writer) fold(src netip.Addr, now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b := w.buckets[src]
+	if b == nil {
+		if len(w.buckets) >= w.cfg.MaxSources {
+			b = &w.overall
+		} else {
+			b = &bucket{tokens: float64(w.cfg.FoldBurst), last: now}
+			w.buckets[src] = b
+		}
+	}
+	if el := now.Sub(b.last).Seconds(); el > 0 {
+		b.tokens = min(float64(w.cfg.FoldBurst), b.tokens+el*w.cfg.FoldRate)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return false
+	}
+	if b.folded == 0 {
+		b.since = now
+	}
+	b.folded++
+	w.folded.Add(1)
+	return true
+}
+
+// Run writes queued lines, and the fold summaries every FoldWindow, until
+// ctx is done; then it writes what is queued and the last summaries, and
 // returns. The daemon runs it once.
 func (w *Writer) Run(ctx context.Context) {
 	defer close(w.done)
+	t := time.NewTicker(w.cfg.FoldWindow)
+	defer t.Stop()
 	for {
 		select {
 		case bp := <-w.ch:
 			w.write(bp)
+		case <-t.C:
+			w.summarise()
 		case <-ctx.Done():
 			for {
 				select {
 				case bp := <-w.ch:
 					w.write(bp)
 				default:
+					w.summarise()
 					return
 				}
 			}
@@ -61,23 +151,80 @@ func (w *Writer) Run(ctx context.Context) {
 	}
 }
 
+// summarise writes one line per source whose denied flows were folded
+// since the last summary, and forgets quiet sources.
+func (w *Writer) summarise() {
+	now := w.cfg.Now()
+	type summary struct {
+		src    string
+		folded uint64
+		since  time.Time
+	}
+	var out []summary
+	w.mu.Lock()
+	for src, b := range w.buckets {
+		if b.folded > 0 {
+			out = append(out, summary{src.String(), b.folded, b.since})
+			b.folded = 0
+		} else if now.Sub(b.last) > w.cfg.FoldWindow && b.tokens >= float64(w.cfg.FoldBurst)-1 {
+			delete(w.buckets, src) // quiet and full: nothing to remember
+		}
+	}
+	if w.overall.folded > 0 {
+		out = append(out, summary{"*", w.overall.folded, w.overall.since})
+		w.overall.folded = 0
+	}
+	w.mu.Unlock()
+
+	for _, s := range out {
+		line := make([]byte, 0, 160)
+		line = append(line, `{"time":"`...)
+		line = now.UTC().AppendFormat(line, "2006-01-02T15:04:05.000Z07:00")
+		line = append(line, `","src":`...)
+		line = AppendString(line, s.src)
+		line = append(line, `,"verdict":"deny","folded":`...)
+		line = strconv.AppendUint(line, s.folded, 10)
+		line = append(line, `,"since":"`...)
+		line = s.since.UTC().AppendFormat(line, "2006-01-02T15:04:05.000Z07:00")
+		line = append(line, "\"}\n"...)
+		w.writeBytes(line)
+	}
+}
+
 // Wait returns when Run has returned.
 func (w *Writer) Wait() { <-w.done }
 
 func (w *Writer) write(bp *[]byte) {
-	if _, err := w.out.Write(*bp); err != nil {
-		w.errors.Add(1)
-	} else {
+	if w.writeBytes(*bp) {
 		w.written.Add(1)
 	}
 	w.pool.Put(bp)
 }
 
-// Dropped returns how many lines were dropped because the buffer was full.
-func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
+// writeBytes writes to every output; a line counts as failed if any output
+// refused it.
+func (w *Writer) writeBytes(b []byte) bool {
+	ok := true
+	for _, o := range w.cfg.Outputs {
+		if _, err := o.Write(b); err != nil {
+			ok = false
+		}
+	}
+	if !ok {
+		w.failed.Add(1)
+	}
+	return ok
+}
 
-// Written returns how many lines were written.
-func (w *Writer) Written() uint64 { return w.written.Load() }
+// Counts of decision lines.
+type Counts struct {
+	Written uint64 // written to every output
+	Dropped uint64 // dropped: the buffer was full
+	Folded  uint64 // folded into a summary line
+	Failed  uint64 // an output refused them
+}
 
-// WriteErrors returns how many lines the output refused.
-func (w *Writer) WriteErrors() uint64 { return w.errors.Load() }
+// Counts returns the writer's counts.
+func (w *Writer) Counts() Counts {
+	return Counts{Written: w.written.Load(), Dropped: w.dropped.Load(), Folded: w.folded.Load(), Failed: w.failed.Load()}
+}

@@ -33,9 +33,12 @@ type Sink interface {
 // a shard's flows are its own, so shards never contend.
 type Engine struct {
 	cfg    Config
+	mode   atomic.Uint32 // Mode; starts as cfg.Mode, SetMode changes it
 	pol    atomic.Pointer[policy.Policy]
 	shards []*Shard
 	stats  Stats
+
+	lastTick atomic.Int64 // unix nanoseconds of the last Tick, for the watchdog
 
 	verifySem chan struct{}
 	verifyWG  sync.WaitGroup
@@ -60,6 +63,7 @@ func New(cfg Config, p *policy.Policy, shards int) (*Engine, error) {
 	e := &Engine{cfg: cfg, verifySem: make(chan struct{}, cfg.MaxVerifications)}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.pol.Store(p)
+	e.mode.Store(uint32(cfg.Mode))
 	perShard := (cfg.MaxFlows + shards - 1) / shards
 	for i := 0; i < shards; i++ {
 		e.shards = append(e.shards, &Shard{
@@ -81,6 +85,13 @@ func (e *Engine) Shards() int { return len(e.shards) }
 // SetPolicy swaps the policy. Decided flows keep their decision; flows
 // decided from now on use p.
 func (e *Engine) SetPolicy(p *policy.Policy) { e.pol.Store(p) }
+
+// SetMode switches between enforce and monitor for flows decided from now
+// on (monitor_until, a config reload).
+func (e *Engine) SetMode(m Mode) { e.mode.Store(uint32(m)) }
+
+// Mode returns the mode in force.
+func (e *Engine) Mode() Mode { return Mode(e.mode.Load()) }
 
 // Policy returns the policy in force.
 func (e *Engine) Policy() *policy.Policy { return e.pol.Load() }
@@ -121,7 +132,12 @@ func (e *Engine) Tick(now time.Time) {
 	for _, s := range e.shards {
 		s.expire(now)
 	}
+	e.lastTick.Store(now.UnixNano())
 }
+
+// LastTick is when Tick last completed (every shard's lock was taken and
+// released): a watchdog that sees it advance knows no shard is stuck.
+func (e *Engine) LastTick() time.Time { return time.Unix(0, e.lastTick.Load()) }
 
 // Close cancels DNS verifications in flight and waits for them to finish.
 // Their flows are decided (dns-error) by the next Tick or dropped with
@@ -281,6 +297,8 @@ func (s *Shard) newFlow(k flowKey, p *Packet) *flow {
 	s.flows[k] = f
 	s.undecided++
 	e.stats.Flows.Add(1)
+	e.stats.Undecided.Add(1)
+	e.stats.Tracked.Add(1)
 	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
 
 	pol := e.pol.Load()
@@ -353,9 +371,13 @@ func (s *Shard) hold(f *flow, p *Packet) bool {
 // onName decides a flow whose head named it (or carried no name).
 func (s *Shard) onName(f *flow, p *Packet, res classify.Result) {
 	e := s.e
+	pol := e.pol.Load()
 	q := s.query(p)
 	q.Name = res.Name
-	d := e.pol.Load().Decide(q)
+	if q.Name == "" {
+		q.DNSNames = s.dnsNames(pol, p.Dst) // deny rules still match a nameless flow by address
+	}
+	d := pol.Decide(q)
 	if d.Verdict != policy.Allow || !d.Verify {
 		s.finishPolicy(f, p, d, res.Name, res.From, res.ECH)
 		return
@@ -424,8 +446,10 @@ func (s *Shard) onHeadError(f *flow, p *Packet, err error) {
 	switch {
 	case errors.Is(err, classify.ErrNotTLS):
 		reason = policy.ReasonNotTLSOrHTTP
+		pol := s.e.pol.Load()
 		q := s.query(p)
-		if d := s.e.pol.Load().Decide(q); d.Verdict == policy.Allow && d.Reason == policy.ReasonRule {
+		q.DNSNames = s.dnsNames(pol, p.Dst)
+		if d := pol.Decide(q); d.Verdict == policy.Allow && d.Reason == policy.ReasonRule {
 			s.finishPolicy(f, p, d, "", classify.SourceNone, false)
 			return
 		}
@@ -446,10 +470,15 @@ type decision struct {
 	dnsName string // matched through this name's DNS answers (name_from dns)
 	ech     bool
 	check   string // dns_check
+	// shadow is a deny rule on trial that would have denied the flow; when
+	// the enforced verdict is allow, the line reports the shadow deny, not
+	// enforced.
+	shadow, shadowDNS string
 }
 
 func (s *Shard) finishPolicy(f *flow, p *Packet, d policy.Decision, name string, from classify.Source, ech bool) {
-	out := decision{verdict: d.Verdict, reason: d.Reason, rule: d.Rule, name: name, from: from, dnsName: d.DNSName, ech: ech}
+	out := decision{verdict: d.Verdict, reason: d.Reason, rule: d.Rule, name: name, from: from, dnsName: d.DNSName, ech: ech,
+		shadow: d.ShadowRule, shadowDNS: d.ShadowDNSName}
 	switch {
 	case d.DNSName != "":
 		out.check = "verified"
@@ -482,6 +511,7 @@ func (s *Shard) finishDecision(f *flow, p *Packet, d decision) {
 	f.held = f.held[:0]
 	f.state = decided
 	s.undecided--
+	e.stats.Undecided.Add(-1)
 	f.tcp.Release()
 	f.quic.Release()
 	s.linger.push(f, now.Add(e.cfg.Linger))
@@ -491,7 +521,7 @@ func (s *Shard) finishDecision(f *flow, p *Packet, d decision) {
 // markFor is the mark packets get for a verdict: in monitor mode nothing
 // is blocked.
 func (s *Shard) markFor(v policy.Verdict) policy.Verdict {
-	if s.e.cfg.Mode == Monitor {
+	if s.e.Mode() == Monitor {
 		return policy.Allow
 	}
 	return v
@@ -499,17 +529,25 @@ func (s *Shard) markFor(v policy.Verdict) policy.Verdict {
 
 func (s *Shard) logDecision(p *Packet, now time.Time, d decision, since time.Time) {
 	e := s.e
-	e.stats.countDecision(d.verdict, d.reason)
+	e.stats.countDecision(p.Proto, d.verdict, d.reason)
 	r := &s.rec
 	*r = declog.Record{
 		Time: now, Src: p.Src, SrcPort: p.SrcPort, Dst: p.Dst, DstPort: p.DstPort,
 		Proto: p.Proto.String(), Name: d.name, NameFrom: d.from.String(),
-		Verdict: d.verdict.String(), Enforced: e.cfg.Mode == Enforce,
+		Verdict: d.verdict.String(), Enforced: e.Mode() == Enforce,
 		Rule: d.rule, Reason: d.reason.String(), Latency: now.Sub(since),
 		ECH: d.ech, DNSCheck: d.check,
 	}
 	if d.dnsName != "" {
 		r.Name, r.NameFrom = d.dnsName, "dns"
+	}
+	if d.verdict == policy.Allow && d.shadow != "" {
+		// What the rule on trial would have done; the allow stands.
+		r.Verdict, r.Rule, r.Reason, r.Enforced = policy.Deny.String(), d.shadow, policy.ReasonRule.String(), false
+		if d.shadowDNS != "" {
+			r.Name, r.NameFrom = d.shadowDNS, "dns"
+		}
+		e.stats.ShadowDenials.Add(1)
 	}
 	e.cfg.Log(r)
 }
@@ -553,6 +591,7 @@ func (s *Shard) evict(ent fifoEntry) {
 		return
 	}
 	delete(s.flows, f.key)
+	s.e.stats.Tracked.Add(-1)
 	f.gen++
 	f.name, f.pending, f.syns = "", policy.Decision{}, 0
 	s.free = append(s.free, f)

@@ -378,6 +378,34 @@ func TestMonitorMode(t *testing.T) {
 	}
 }
 
+func TestShadowRule(t *testing.T) {
+	h := newHarness(t, labPolicy+`
+  - {name: trial, domains: [allowed.example.test], action: deny, shadow: true}
+`, nil)
+	f := h.tcp(server, 443)
+	f.syn()
+	h.wantVerdict(f.send(clientHello(t, "allowed.example.test")), policy.Allow) // the trial enforces nothing
+	l := h.wantLine("deny", "trial", "rule", "allowed.example.test", "sni")
+	if l.Enforced {
+		t.Errorf("a shadow rule's line says enforced: %+v", l)
+	}
+	// Where the policy denies anyway, the enforced deny is what is logged.
+	f = h.tcp(server, 443)
+	f.syn()
+	h.wantVerdict(f.send(clientHello(t, "denied.example.test")), policy.Deny)
+	if l := h.wantLine("deny", "blocked", "rule", "denied.example.test", "sni"); !l.Enforced {
+		t.Errorf("%+v", l)
+	}
+	// A switch to monitor mode applies to the next flows.
+	h.e.SetMode(Monitor)
+	f = h.tcp(server, 443)
+	f.syn()
+	h.wantVerdict(f.send(clientHello(t, "denied.example.test")), policy.Allow)
+	if l := h.lastLine(); l.Enforced || l.Verdict != "deny" {
+		t.Errorf("after SetMode(Monitor): %+v", l)
+	}
+}
+
 // fakeVerifier answers from a table; Verify blocks until released.
 type fakeVerifier struct {
 	mu      sync.Mutex

@@ -65,7 +65,11 @@ type Queue struct {
 	marks Marks
 	stats QueueStats
 	pkt   Packet
+	bound atomic.Bool
 }
+
+// Bound reports whether the queue is bound and being read.
+func (q *Queue) Bound() bool { return q.bound.Load() }
 
 // OpenQueue opens queue cfg.Num for shard. Run reads it.
 func OpenQueue(cfg QueueConfig, shard *Shard) (*Queue, error) {
@@ -156,6 +160,8 @@ func (q *Queue) Run(ctx context.Context) error {
 		q.nf.Close()
 		return &OpError{Op: "bind", Queue: q.cfg.Num, Err: err}
 	}
+	q.bound.Store(true)
+	defer q.bound.Store(false)
 	<-ctx.Done()
 	q.nf.Close() // waits for the reader goroutine
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {

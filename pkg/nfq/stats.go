@@ -8,9 +8,11 @@ import (
 
 // Stats are the engine's counters, read by the metrics endpoint.
 type Stats struct {
-	Packets atomic.Uint64 // packets handled
-	Flows   atomic.Uint64 // flows tracked
-	Held    atomic.Int64  // packets held now, across flows
+	Packets   atomic.Uint64 // packets handled
+	Flows     atomic.Uint64 // flows tracked, in all
+	Held      atomic.Int64  // packets held now, across flows
+	Undecided atomic.Int64  // flows waiting for a decision now
+	Tracked   atomic.Int64  // flows in the table now (undecided and lingering)
 
 	LimitFlows  atomic.Uint64 // new flows denied: flow table full
 	LimitHello  atomic.Uint64 // flows denied: flow head over hello.max_bytes
@@ -20,19 +22,21 @@ type Stats struct {
 	VerifyMismatches atomic.Uint64 // destination not among the name's answers
 	VerifyErrors     atomic.Uint64 // resolver errors and timeouts
 
-	decisions [2][16]atomic.Uint64 // [verdict][reason]
+	ShadowDenials atomic.Uint64 // allowed flows a deny rule on trial would have denied
+
+	decisions [3][2][16]atomic.Uint64 // [proto][verdict][reason]
 }
 
-func (s *Stats) countDecision(v policy.Verdict, r policy.Reason) {
-	if int(v) < len(s.decisions) && int(r) < len(s.decisions[0]) {
-		s.decisions[v][r].Add(1)
+func (s *Stats) countDecision(p policy.Proto, v policy.Verdict, r policy.Reason) {
+	if int(p) < len(s.decisions) && int(v) < len(s.decisions[0]) && int(r) < len(s.decisions[0][0]) {
+		s.decisions[p][v][r].Add(1)
 	}
 }
 
-// Decisions returns how many flows got verdict v for reason r.
-func (s *Stats) Decisions(v policy.Verdict, r policy.Reason) uint64 {
-	if int(v) < len(s.decisions) && int(r) < len(s.decisions[0]) {
-		return s.decisions[v][r].Load()
+// Decisions returns how many flows of proto p got verdict v for reason r.
+func (s *Stats) Decisions(p policy.Proto, v policy.Verdict, r policy.Reason) uint64 {
+	if int(p) < len(s.decisions) && int(v) < len(s.decisions[0]) && int(r) < len(s.decisions[0][0]) {
+		return s.decisions[p][v][r].Load()
 	}
 	return 0
 }

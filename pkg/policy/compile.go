@@ -91,6 +91,7 @@ type rule struct {
 	cidrs       prefixSet // empty: the rule matches by name only
 	ports       []portRange
 	proto       Proto
+	shadow      bool // a deny rule on trial: logged, never enforced
 }
 
 // appliesTo checks the conditions that do not depend on the destination.
@@ -231,13 +232,10 @@ func compileRule(c *errs, rs *RuleSpec, opts Options) rule {
 	r.from = newPrefixSet(parsePrefixes(c, label, "from", rs.From))
 	r.cidrs = newPrefixSet(parsePrefixes(c, label, "cidrs", rs.CIDRs))
 
-	allowPS := false
-	if rs.AllowPublicSuffix.set {
-		b, err := strconv.ParseBool(rs.AllowPublicSuffix.s)
-		if err != nil {
-			c.add(rs.AllowPublicSuffix.line, "%s: allow_public_suffix must be true or false, not %q", label, rs.AllowPublicSuffix.s)
-		}
-		allowPS = b
+	allowPS := parseBool(c, label, "allow_public_suffix", rs.AllowPublicSuffix)
+	r.shadow = parseBool(c, label, "shadow", rs.Shadow)
+	if r.shadow && r.action != Deny {
+		c.add(rs.Shadow.line, "%s: shadow applies to deny rules only (it logs what the rule would deny); remove it, or make the rule a deny", label)
 	}
 	seenDom := map[pattern]int{}
 	for _, v := range rs.Domains {
@@ -274,6 +272,17 @@ func compileRule(c *errs, rs *RuleSpec, opts Options) rule {
 		c.add(rs.Line, "%s: its ports (%s) carry no name, so its domains can only match by the addresses they resolve to, and \"*.\" wildcards resolve to none; list literal names (\"example.com\" or \".example.com\") or add cidrs", label, portsString(r.ports))
 	}
 	return r
+}
+
+func parseBool(c *errs, label, field string, v value) bool {
+	if !v.set {
+		return false
+	}
+	b, err := strconv.ParseBool(v.s)
+	if err != nil {
+		c.add(v.line, "%s: %s must be true or false, not %q", label, field, v.s)
+	}
+	return b
 }
 
 func anyNamedPort(r rule, opts Options) bool {

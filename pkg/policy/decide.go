@@ -27,7 +27,9 @@ type Query struct {
 	Name string
 
 	// DNSNames are the policy's literal names (LiteralNames) whose current
-	// DNS answers include Dst. Used iff not Inspected.
+	// DNS answers include Dst. Used when not Inspected (every rule's
+	// domains match through them), and when Inspected, not Pending and
+	// Name is "" (deny rules match through them).
 	DNSNames []string
 }
 
@@ -49,6 +51,13 @@ type Decision struct {
 	// DNSName is the literal name through whose DNS answers a rule
 	// matched, on a port without a name (name_from "dns"); "" otherwise.
 	DNSName string
+	// ShadowRule names a deny rule on trial (shadow: true) that matched and
+	// would have denied the flow: the fields above are the decision
+	// without it, which is what is enforced. When that decision is an
+	// allow, the flow is logged as the shadow rule's deny, not enforced.
+	ShadowRule string
+	// ShadowDNSName is DNSName for the shadow rule's match.
+	ShadowDNSName string
 }
 
 // tally collects the rules that match a query and picks the decision.
@@ -60,19 +69,35 @@ type Decision struct {
 // a CIDR rule that denies a destination denies it whatever the name, and
 // an allow that does not rely on the name needs no DNS verification.
 // Decide and Explain share this, so they cannot disagree on precedence.
+//
+// Deny rules on trial (shadow) are kept apart: they do not take part in
+// the enforced decision, and the first that matched (by the same order)
+// is reported beside it.
 type tally struct {
 	denyAddr, denyName, allowAddr, allowName int32 // rule indexes; -1 none
-	denyAddrDNS, allowAddrDNS                string
+	shadowAddr, shadowName                   int32
+	denyAddrDNS, allowAddrDNS, shadowAddrDNS string
 	nameMayMatter                            bool // Pending: a rule with domains applies
 }
 
-func newTally() tally { return tally{denyAddr: -1, denyName: -1, allowAddr: -1, allowName: -1} }
+func newTally() tally {
+	return tally{denyAddr: -1, denyName: -1, allowAddr: -1, allowName: -1, shadowAddr: -1, shadowName: -1}
+}
 
 // add records a matching rule. byName: it matched through the flow's name;
 // dnsName: it matched through the DNS answers of that literal name.
-func (t *tally) add(i int32, v Verdict, byName bool, dnsName string) {
+func (t *tally) add(i int32, r *rule, byName bool, dnsName string) {
 	first := func(cur int32) bool { return cur < 0 || i < cur }
+	v := r.action
 	switch {
+	case r.shadow && byName:
+		if first(t.shadowName) {
+			t.shadowName = i
+		}
+	case r.shadow:
+		if first(t.shadowAddr) {
+			t.shadowAddr, t.shadowAddrDNS = i, dnsName
+		}
 	case v == Deny && byName:
 		if first(t.denyName) {
 			t.denyName = i
@@ -120,6 +145,12 @@ func (t *tally) decision(p *Policy, q *Query) Decision {
 	} else {
 		d.Rule = DefaultRule
 	}
+	switch {
+	case t.shadowAddr >= 0:
+		d.ShadowRule, d.ShadowDNSName = p.rules[t.shadowAddr].name, t.shadowAddrDNS
+	case t.shadowName >= 0:
+		d.ShadowRule = p.rules[t.shadowName].name
+	}
 	return d
 }
 
@@ -138,7 +169,7 @@ func (p *Policy) Decide(q Query) Decision {
 		for _, i := range list {
 			r := &p.rules[i]
 			if r.appliesTo(q.Src, q.Port, q.Proto) {
-				t.add(i, r.action, false, "")
+				t.add(i, r, false, "")
 			}
 		}
 	}
@@ -151,7 +182,7 @@ func (p *Policy) Decide(q Query) Decision {
 			for _, i := range p.literal[n] {
 				r := &p.rules[i]
 				if r.appliesTo(q.Src, q.Port, q.Proto) && (r.cidrs.empty() || r.cidrs.contains(q.Dst)) {
-					t.add(i, r.action, false, n)
+					t.add(i, r, false, n)
 				}
 			}
 		}
@@ -161,6 +192,19 @@ func (p *Policy) Decide(q Query) Decision {
 		}
 	case q.Name != "":
 		p.matchName(&t, &q)
+	default:
+		// A flow on an inspected port that carries no name (a hello
+		// without SNI, HTTP/1.0 without Host) is allowed only by address,
+		// but a deny rule still matches it by DNS address: otherwise
+		// leaving the name out would step around a deny list.
+		for _, n := range q.DNSNames {
+			for _, i := range p.literal[n] {
+				r := &p.rules[i]
+				if r.action == Deny && r.appliesTo(q.Src, q.Port, q.Proto) && (r.cidrs.empty() || r.cidrs.contains(q.Dst)) {
+					t.add(i, r, false, n)
+				}
+			}
+		}
 	}
 	return t.decision(p, &q)
 }
@@ -179,7 +223,7 @@ func (p *Policy) matchName(t *tally, q *Query) {
 			for _, ri := range list {
 				r := &p.rules[ri]
 				if r.appliesTo(q.Src, q.Port, q.Proto) && (r.cidrs.empty() || r.cidrs.contains(q.Dst)) {
-					t.add(ri, r.action, true, "")
+					t.add(ri, r, true, "")
 				}
 			}
 		}

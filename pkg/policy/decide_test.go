@@ -297,3 +297,60 @@ func TestLiteralNames(t *testing.T) {
 		t.Errorf("LiteralNames = %s, want %s (no *. entries)", got, want)
 	}
 }
+
+// TestShadowRules: a deny rule on trial is reported, never enforced.
+func TestShadowRules(t *testing.T) {
+	p := mustParse(t, `
+version: 1
+default: deny
+rules:
+  - {name: web, domains: [.example.com], action: allow}
+  - {name: trial-block, domains: [ads.example.com], action: deny, shadow: true}
+  - {name: trial-net, cidrs: [203.0.113.0/24], ports: [22], action: deny, shadow: true}
+  - {name: ssh, cidrs: [203.0.113.0/24], ports: [22], action: allow}
+`)
+	for _, tc := range []struct {
+		name         string
+		q            Query
+		verdict      Verdict
+		rule, shadow string
+		final        bool
+	}{
+		{"a shadow deny over an allow: the allow is enforced, the shadow named", tlsQuery("ads.example.com"), Allow, "web", "trial-block", true},
+		{"no shadow match", tlsQuery("www.example.com"), Allow, "web", "", true},
+		{"a shadow deny where the default denies anyway", tlsQuery("ads.example.com.evil"), Deny, "default", "", true},
+		{"a shadow CIDR deny does not decide the SYN", Query{Src: client, Dst: server, Port: 22, Proto: TCP}, Allow, "ssh", "trial-net", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := p.Decide(tc.q)
+			if d.Verdict != tc.verdict || d.Rule != tc.rule || d.ShadowRule != tc.shadow || d.Final != tc.final {
+				t.Errorf("Decide = %+v; want %s by %q, shadow %q", d, tc.verdict, tc.rule, tc.shadow)
+			}
+			if ex := p.Explain(tc.q); ex.Decision != d {
+				t.Errorf("Explain %+v != Decide %+v", ex.Decision, d)
+			}
+		})
+	}
+}
+
+// TestNamelessFlowMeetsDenyByDNS: leaving the name out of a hello does not
+// step around a deny list, even under a default allow; it still needs an
+// address rule to be allowed where a name would be needed.
+func TestNamelessFlowMeetsDenyByDNS(t *testing.T) {
+	p := mustParse(t, `
+version: 1
+default: allow
+rules:
+  - {name: no-paste, domains: [.pastebin.example], action: deny}
+  - {name: web, domains: [ok.example], action: allow}
+`)
+	q := tlsQuery("")
+	q.DNSNames = []string{"pastebin.example"}
+	if d := p.Decide(q); d.Verdict != Deny || d.Rule != "no-paste" || d.DNSName != "pastebin.example" {
+		t.Errorf("a nameless hello to a denied name's address: %+v", d)
+	}
+	q.DNSNames = []string{"ok.example"}
+	if d := p.Decide(q); d.Rule != "default" {
+		t.Errorf("an allow rule matched a nameless flow by DNS: %+v", d)
+	}
+}

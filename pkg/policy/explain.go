@@ -10,6 +10,7 @@ type RuleTrace struct {
 	Rule   string `json:"rule"`
 	Line   int    `json:"line"`
 	Action string `json:"action"`
+	Shadow bool   `json:"shadow,omitempty"`
 	Match  bool   `json:"match"`
 	Why    string `json:"why"`
 }
@@ -30,10 +31,10 @@ func (p *Policy) Explain(q Query) Explanation {
 	for i := range p.rules {
 		r := &p.rules[i]
 		m := p.evalRule(r, &q)
-		out.Rules[i] = RuleTrace{Rule: r.name, Line: r.line, Action: r.action.String(), Match: m.match, Why: m.why}
+		out.Rules[i] = RuleTrace{Rule: r.name, Line: r.line, Action: r.action.String(), Shadow: r.shadow, Match: m.match, Why: m.why}
 		switch {
 		case m.match:
-			t.add(int32(i), r.action, m.byName, m.dnsName)
+			t.add(int32(i), r, m.byName, m.dnsName)
 		case m.pendingName:
 			t.nameMayMatter = true
 		}
@@ -94,8 +95,20 @@ func (p *Policy) evalRule(r *rule, q *Query) ruleMatch {
 			}
 		case q.Pending:
 			return ruleMatch{pendingName: true, why: "the flow's name is not read yet; it decides whether this rule matches"}
+		case q.Name == "" && r.action == Deny:
+			// As Decide: a nameless flow meets deny rules by DNS address.
+			for _, n := range q.DNSNames {
+				if pat, ok := literalPattern(r, n); ok {
+					m.dnsName = n
+					why = append(why, fmt.Sprintf("the flow carries no name, and %s is among the DNS answers of %s (from %q)", q.Dst, n, pat))
+					break
+				}
+			}
+			if m.dnsName == "" {
+				return ruleMatch{why: fmt.Sprintf("the flow carries no name, and %s is not among the DNS answers of the rule's literal names", addrString(q.Dst))}
+			}
 		case q.Name == "":
-			return ruleMatch{why: "the flow carries no name, and the rule needs one of its domains"}
+			return ruleMatch{why: "the flow carries no name; an allow rule with domains needs one"}
 		default:
 			pat, ok := matchingPattern(r, q.Name)
 			if !ok {

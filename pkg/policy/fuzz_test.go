@@ -73,12 +73,18 @@ var (
 	fuzzProtos = []string{"tcp", "udp", "any"}
 )
 
-func (g *gen) policy() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "version: 1\ndefault: %s\nrules:\n", []string{"deny", "allow"}[g.next()%2])
+// policy returns a generated policy, and the same policy without its
+// shadow rules (what must be enforced).
+func (g *gen) policy() (text, enforced string) {
+	var all, real strings.Builder
+	head := fmt.Sprintf("version: 1\ndefault: %s\nrules:\n", []string{"deny", "allow"}[g.next()%2])
+	all.WriteString(head)
+	real.WriteString(head)
 	n := 1 + g.next()%6
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&b, "  - name: r%d\n    allow_public_suffix: true\n    action: %s\n", i, []string{"deny", "allow"}[g.next()%2])
+		var b strings.Builder
+		action := []string{"deny", "allow"}[g.next()%2]
+		fmt.Fprintf(&b, "  - name: r%d\n    allow_public_suffix: true\n    action: %s\n", i, action)
 		flags := g.next()
 		if flags&1 != 0 || flags&2 == 0 {
 			doms := map[string]bool{}
@@ -105,8 +111,16 @@ func (g *gen) policy() string {
 		if flags&16 != 0 {
 			fmt.Fprintf(&b, "    proto: %s\n", g.pick(fuzzProtos))
 		}
+		shadow := action == "deny" && flags&32 != 0
+		if shadow {
+			b.WriteString("    shadow: true\n")
+		}
+		all.WriteString(b.String())
+		if !shadow {
+			real.WriteString(b.String())
+		}
 	}
-	return b.String()
+	return all.String(), real.String()
 }
 
 func (g *gen) query(p *Policy) Query {
@@ -127,7 +141,12 @@ func (g *gen) query(p *Policy) Query {
 	case mode == 0:
 		q.Pending = true
 	case mode == 1:
-		// no name
+		// No name; deny rules may match by DNS address.
+		for _, n := range p.LiteralNames() {
+			if g.next()%2 == 0 {
+				q.DNSNames = append(q.DNSNames, n)
+			}
+		}
 	default:
 		q.Name = []string{"", "www."}[g.next()%2] + g.pick(fuzzNames)
 	}
@@ -145,13 +164,23 @@ func FuzzDecide(f *testing.F) {
 	f.Add([]byte("pending flows and port 22 by DNS"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		g := &gen{b: data}
-		text := g.policy()
+		text, enforcedText := g.policy()
 		p, err := Parse("gen.yaml", []byte(text), Options{})
 		if err != nil {
 			return // e.g. a rule that ended up with neither domains nor cidrs
 		}
 		q := g.query(p)
 		d := p.Decide(q)
+		// Shadow rules change nothing that is enforced. (A shadow rule with
+		// domains may make a SYN wait for the name, to log what it would
+		// have denied: so without shadow rules a pending flow may be final
+		// where it is not with them, never the other way round.)
+		if pe, err := Parse("enforced.yaml", []byte(enforcedText), Options{}); err == nil {
+			de := pe.Decide(q)
+			if d.Final && (!de.Final || de.Verdict != d.Verdict || de.Rule != d.Rule || de.Verify != d.Verify) {
+				t.Fatalf("shadow rules changed the enforced decision: %+v, without them %+v\n%s", d, de, text)
+			}
+		}
 		ex := p.Explain(q)
 		if ex.Decision != d {
 			t.Fatalf("Decide %+v != Explain %+v\nquery %s\n%s", d, ex.Decision, describe(&q), text)
@@ -162,7 +191,7 @@ func FuzzDecide(f *testing.F) {
 		}
 		denyMatched := false
 		for _, rt := range ex.Rules {
-			if rt.Match && rt.Action == "deny" {
+			if rt.Match && rt.Action == "deny" && !rt.Shadow {
 				denyMatched = true
 			}
 		}

@@ -37,6 +37,7 @@ type RuleSpec struct {
 	Proto             value   // tcp | udp | any; empty: any
 	Action            value   // allow | deny
 	AllowPublicSuffix value   // a bool: accept wildcards over a public suffix
+	Shadow            value   // a bool, deny rules only: log what it would deny, enforce nothing
 }
 
 // TestSpec is one entry of tests:, a flow and the verdict it must get.
@@ -169,6 +170,8 @@ func parseRule(c *errs, n *yaml.Node) RuleSpec {
 			r.Action = scalar(c, v, key)
 		case "allow_public_suffix":
 			r.AllowPublicSuffix = scalar(c, v, key)
+		case "shadow":
+			r.Shadow = scalar(c, v, key)
 		}
 	})
 	return r
@@ -205,7 +208,7 @@ func parseTest(c *errs, n *yaml.Node) TestSpec {
 // The keys each mapping accepts, in the order the error message lists them.
 var (
 	topKeys  = []string{"version", "default", "rules", "tests"}
-	ruleKeys = []string{"name", "description", "from", "domains", "cidrs", "ports", "proto", "action", "allow_public_suffix"}
+	ruleKeys = []string{"name", "description", "from", "domains", "cidrs", "ports", "proto", "action", "allow_public_suffix", "shadow"}
 	testKeys = []string{"src", "dst", "name", "port", "proto", "expect", "rule"}
 )
 

@@ -30,6 +30,11 @@
 #   ip6tables filter FORWARD -> EGRESSD: DROP (IPv6 is not filtered, so it is never forwarded).
 #   sysctl net.netfilter.nf_conntrack_tcp_loose=0: TCP without a handshake is INVALID.
 #
+# The direction of a packet is conntrack's (ORIGINAL: from the client that opened the flow;
+# REPLY: from the server), so --private and --public may name the same interface: a NAT
+# instance with one ENI receives from the private subnets and sends to the internet gateway
+# on it. With two interfaces, -i/-o restrict each rule further.
+#
 # "No payload" is tested exactly (IPv4 header of 20 bytes and total length = 20 + the TCP
 # header): a length range would let a short server banner through. Packets with IP options
 # count as payload.
@@ -132,11 +137,11 @@ ruleset_filter() {
 -A EGRESSD -p tcp -m connmark --mark $MARK_DENY/$MARK_MASK -j REJECT --reject-with tcp-reset
 -A EGRESSD -m connmark --mark $MARK_DENY/$MARK_MASK -j DROP
 -A EGRESSD -p icmp -m conntrack --ctstate RELATED -j ACCEPT
--A EGRESSD -i $private -o $public -p tcp --syn -j $q
--A EGRESSD -i $private -o $public -p tcp -j EGRESSD_HEAD
--A EGRESSD -i $private -o $public -p udp -j $q
--A EGRESSD -i $public -o $private -p tcp -j EGRESSD_REPLY
--A EGRESSD -i $public -o $private -p udp -j $r
+-A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp --syn -j $q
+-A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp -j EGRESSD_HEAD
+-A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p udp -j $q
+-A EGRESSD -i $public -o $private -m conntrack --ctdir REPLY -p tcp -j EGRESSD_REPLY
+-A EGRESSD -i $public -o $private -m conntrack --ctdir REPLY -p udp -j $r
 -A EGRESSD -j DROP
 RULES
 	local m
@@ -155,10 +160,10 @@ ruleset_mangle() {
 	echo "*mangle"
 	echo ":EGRESSD_PRE - [0:0]"
 	if [ -n "$inspect_tcp" ]; then
-		echo "-A EGRESSD_PRE -i $private -p tcp -m multiport --dports $inspect_tcp -m connmark --mark 0x0/$MARK_MASK -j TTL --ttl-set 64"
+		echo "-A EGRESSD_PRE -i $private -m conntrack --ctdir ORIGINAL -p tcp -m multiport --dports $inspect_tcp -m connmark --mark 0x0/$MARK_MASK -j TTL --ttl-set 64"
 	fi
 	if [ -n "$inspect_udp" ]; then
-		echo "-A EGRESSD_PRE -i $private -p udp -m multiport --dports $inspect_udp -m connmark --mark 0x0/$MARK_MASK -j TTL --ttl-set 64"
+		echo "-A EGRESSD_PRE -i $private -m conntrack --ctdir ORIGINAL -p udp -m multiport --dports $inspect_udp -m connmark --mark 0x0/$MARK_MASK -j TTL --ttl-set 64"
 	fi
 	echo "COMMIT"
 }
@@ -216,7 +221,6 @@ set_tcp_loose() {
 apply() {
 	valid_if "$private" || die "--private needs an interface name"
 	valid_if "$public" || die "--public needs an interface name"
-	[ "$private" != "$public" ] || die "--private and --public must differ"
 	[[ "$queues" =~ ^[0-9]+:[0-9]+$ ]] || die "--queues must be FIRST:COUNT, like 0:2"
 	local first="${queues%%:*}" count="${queues##*:}"
 	if [ "$count" -lt 1 ] || [ $((first + count + fail_open)) -gt 65536 ]; then

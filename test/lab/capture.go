@@ -83,6 +83,7 @@ type CapturedPacket struct {
 	Src, Dst         string
 	SrcPort, DstPort int
 	SYN, RST         bool
+	TTL              int
 	Payload          int // TCP or UDP payload bytes
 }
 
@@ -115,7 +116,7 @@ func (c *Capture) Stop() ([]CapturedPacket, error) {
 		pkt := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
 		cp := CapturedPacket{Time: ci.Timestamp}
 		if ip, ok := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
-			cp.Src, cp.Dst = ip.SrcIP.String(), ip.DstIP.String()
+			cp.Src, cp.Dst, cp.TTL = ip.SrcIP.String(), ip.DstIP.String(), int(ip.TTL)
 		}
 		if tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
 			cp.SrcPort, cp.DstPort = int(tcp.SrcPort), int(tcp.DstPort)

@@ -11,10 +11,11 @@
 //	                           +---------------------------+  |    203.0.113.53 (DNS)      |
 //	                                                          +---------------------------+
 //
-// Servers in inet: HTTPS on 443 (certificates for any *.example.test name
-// from a CA made at run time), HTTP on 80, a TCP echo on 7, a server-first
-// banner on 2222 and on 203.0.113.12:443, and DNS for the test names on
-// 203.0.113.53:53. Nothing routes outside the namespaces: the client's only
+// Servers in inet: HTTPS on 443 of .10, .11 and .20 (certificates for any
+// .test name from a CA made at run time), HTTP on 80 of .10 and .11, a TCP
+// echo on 7 of .10 and on 22 of .10, .11 and .20, a server-first banner on
+// .10:2222 and .12:443, HTTP/3 on UDP 443 of .10 and .11 when a test asks
+// (StartQUIC), and DNS for the test names on 203.0.113.53:53. Nothing routes outside the namespaces: the client's only
 // route leads to the NAT, the NAT's public side reaches only inet, and inet
 // has no route beyond its own subnet.
 //

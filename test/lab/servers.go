@@ -96,8 +96,10 @@ func startServers(l *Lab) (*Servers, error) {
 			return nil, err
 		}
 	}
-	if err := serve(net.JoinHostPort(ServerAddr, "80"), false); err != nil {
-		return nil, err
+	for _, a := range []string{ServerAddr, OtherAddr} {
+		if err := serve(net.JoinHostPort(a, "80"), false); err != nil {
+			return nil, err
+		}
 	}
 	raw := func(addr string, fn func(net.Conn)) error {
 		ln, err := l.Inet.Listen("tcp", addr)
@@ -130,8 +132,10 @@ func startServers(l *Lab) (*Servers, error) {
 	if err := raw(net.JoinHostPort(ServerAddr, strconv.Itoa(EchoPort)), echo); err != nil {
 		return nil, err
 	}
-	if err := raw(net.JoinHostPort(CIDRAddr, "22"), echo); err != nil {
-		return nil, err
+	for _, a := range []string{CIDRAddr, ServerAddr, OtherAddr} {
+		if err := raw(net.JoinHostPort(a, "22"), echo); err != nil {
+			return nil, err
+		}
 	}
 	if err := raw(net.JoinHostPort(ServerAddr, strconv.Itoa(BannerPort)), banner); err != nil {
 		return nil, err
