@@ -13,7 +13,7 @@
 #   systemd/*.service                egressd, egressd-iptables, egressd-eni
 #   etc/                             egressd.yaml, egressd.env, the deny-all starter
 #                                    policy.yaml, sysctl.d, modules-load.d,
-#                                    networkd.conf.d, logrotate.d
+#                                    networkd.conf.d
 #   examples/policy.yaml             a realistic policy
 #   ssm/egressd-push-policy.json     the SSM document
 #   provision.sh                     installs all of it (packer/provision.sh)
@@ -64,7 +64,7 @@ for pair in "$@"; do
 		put "deploy/systemd/$unit" "systemd/$unit" 0644
 	done
 	for f in egressd.yaml egressd.env policy.yaml sysctl.d/90-egressd.conf modules-load.d/egressd.conf \
-		networkd.conf.d/egressd.conf logrotate.d/egressd; do
+		networkd.conf.d/egressd.conf; do
 		put "deploy/etc/$f" "etc/$f" 0644
 	done
 	put examples/policy.yaml examples/policy.yaml 0644

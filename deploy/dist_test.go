@@ -102,7 +102,7 @@ func TestDistReproducible(t *testing.T) {
 	}
 	want := map[string]string{"": "drwxr-xr-x"}
 	for _, d := range []string{"bin/", "libexec/", "systemd/", "etc/", "etc/sysctl.d/", "etc/modules-load.d/",
-		"etc/networkd.conf.d/", "etc/logrotate.d/", "examples/", "ssm/"} {
+		"etc/networkd.conf.d/", "examples/", "ssm/"} {
 		want[d] = "drwxr-xr-x"
 	}
 	for _, x := range []string{"bin/egressd", "libexec/egressd-iptables.sh", "libexec/egressd-up.sh",
@@ -111,7 +111,7 @@ func TestDistReproducible(t *testing.T) {
 	}
 	for _, x := range []string{"systemd/egressd.service", "systemd/egressd-iptables.service", "systemd/egressd-eni.service",
 		"etc/egressd.yaml", "etc/egressd.env", "etc/policy.yaml", "etc/sysctl.d/90-egressd.conf",
-		"etc/modules-load.d/egressd.conf", "etc/networkd.conf.d/egressd.conf", "etc/logrotate.d/egressd",
+		"etc/modules-load.d/egressd.conf", "etc/networkd.conf.d/egressd.conf",
 		"examples/policy.yaml", "ssm/egressd-push-policy.json", "README.md", "VERSION"} {
 		want[x] = "-rw-r--r--"
 	}
@@ -190,7 +190,6 @@ func TestProvisionIntoDestdir(t *testing.T) {
 		"/etc/sysctl.d/90-egressd.conf":                                        conf,
 		"/etc/modules-load.d/egressd.conf":                                     conf,
 		"/etc/systemd/networkd.conf.d/egressd.conf":                            conf,
-		"/etc/logrotate.d/egressd":                                             conf,
 		"/usr/share/egressd/examples/policy.yaml":                              conf,
 		"/usr/share/egressd/ssm/egressd-push-policy.json":                      conf,
 		"/usr/share/doc/egressd/README.md":                                     conf,
@@ -200,9 +199,6 @@ func TestProvisionIntoDestdir(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, tree(t, root)); diff != "" {
 		t.Errorf("installed files (-want +got):\n%s", diff)
-	}
-	if fi, err := os.Stat(filepath.Join(root, "var/log/egressd")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o750 {
-		t.Errorf("/var/log/egressd: %v, %v; want a directory with mode 0750", fi, err)
 	}
 	// The files are the repository's.
 	for inst, src := range map[string]string{
@@ -315,7 +311,7 @@ func TestSystemdUnits(t *testing.T) {
 			"CapabilityBoundingSet=CAP_NET_ADMIN", "AmbientCapabilities=CAP_NET_ADMIN", "NoNewPrivileges=yes",
 			"ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 			"RestrictAddressFamilies=AF_NETLINK AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service",
-			"EnvironmentFile=/etc/egressd/egressd.env"},
+			"EnvironmentFile=/etc/egressd/egressd.env", "LogsDirectory=egressd", "StandardOutput=null"},
 		"egressd-iptables.service": {"Type=oneshot", "RemainAfterExit=yes", "Before=egressd.service",
 			"EnvironmentFile=/etc/egressd/egressd.env", "EnvironmentFile=-/run/egressd/interfaces.env"},
 	} {
@@ -331,7 +327,7 @@ func TestSystemdUnits(t *testing.T) {
 			}
 		}
 		if strings.Contains(text, "ReadWritePaths") {
-			t.Errorf("%s grants write access somewhere; egressd writes nothing", unit)
+			t.Errorf("%s grants write access beyond its LogsDirectory", unit)
 		}
 	}
 	// Stopping the rules unit, or egressd, must never take the rules out.
@@ -414,7 +410,19 @@ func TestShippedConfigRunsEgressd(t *testing.T) {
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, "bash", "-c", script, "bash",
 		filepath.Join(root, "etc/egressd/egressd.env"), filepath.Join(root, "usr/bin/egressd"),
 		filepath.Join(root, "etc/egressd/egressd.yaml"))
-	cmd.Env = append(os.Environ(), "EGRESSD_POLICY="+policy)
+	// systemd's LogsDirectory= stands in for /var/log/egressd: a directory
+	// the service's user may write.
+	logs := filepath.Join(root, "var/log/egressd")
+	if err := os.MkdirAll(filepath.Dir(logs), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(logs, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(logs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "EGRESSD_POLICY="+policy, "EGRESSD_LOG_DECISIONS_FILE="+filepath.Join(logs, "decisions.jsonl"))
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -451,6 +459,9 @@ func TestShippedConfigRunsEgressd(t *testing.T) {
 		if !strings.Contains(line, want) {
 			t.Errorf("egressd's start line lacks %s: %s", want, line)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(logs, "decisions.jsonl")); err != nil {
+		t.Errorf("the decision log file: %v", err)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

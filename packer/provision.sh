@@ -22,15 +22,15 @@
 #   /usr/lib/systemd/system/{egressd,egressd-iptables,egressd-eni}.service, enabled
 #   /etc/egressd/{egressd.yaml,egressd.env,policy.yaml}  (policy.yaml only if absent)
 #   /etc/sysctl.d/90-egressd.conf, /etc/modules-load.d/egressd.conf,
-#   /etc/systemd/networkd.conf.d/egressd.conf, /etc/logrotate.d/egressd
+#   /etc/systemd/networkd.conf.d/egressd.conf
 #   /usr/share/egressd/{examples/policy.yaml,ssm/egressd-push-policy.json}
-#   /usr/share/doc/egressd/README.md, /var/log/egressd/
+#   /usr/share/doc/egressd/README.md   (egressd.service makes /var/log/egressd)
 # On first boot the filter is closed: the rules are in, egressd runs the
 # deny-all starter policy, and nothing is forwarded until a policy is pushed.
 #
 # Packages (dnf, Amazon Linux 2023): iptables-nft (the nft backend of
 # iptables), amazon-ssm-agent and awscli-2 (policy pushes), amazon-cloudwatch-agent
-# (decision logs), logrotate, util-linux (flock), curl.
+# (decision logs), util-linux (flock), curl.
 set -euo pipefail
 
 die() {
@@ -38,7 +38,7 @@ die() {
 	exit 1
 }
 
-PACKAGES=(iptables-nft amazon-ssm-agent awscli-2 amazon-cloudwatch-agent logrotate util-linux curl-minimal)
+PACKAGES=(iptables-nft amazon-ssm-agent awscli-2 amazon-cloudwatch-agent util-linux curl-minimal)
 UNITS=(egressd-eni.service egressd-iptables.service egressd.service)
 
 dist="${1:-}"
@@ -102,11 +102,9 @@ fi
 put 0644 etc/sysctl.d/90-egressd.conf /etc/sysctl.d/90-egressd.conf
 put 0644 etc/modules-load.d/egressd.conf /etc/modules-load.d/egressd.conf
 put 0644 etc/networkd.conf.d/egressd.conf /etc/systemd/networkd.conf.d/egressd.conf
-put 0644 etc/logrotate.d/egressd /etc/logrotate.d/egressd
 put 0644 examples/policy.yaml /usr/share/egressd/examples/policy.yaml
 put 0644 ssm/egressd-push-policy.json /usr/share/egressd/ssm/egressd-push-policy.json
 put 0644 README.md /usr/share/doc/egressd/README.md
-install -d -m 0750 -o 0 -g 0 "$D/var/log/egressd"
 
 enable=("${UNITS[@]}")
 if [ "${EGRESSD_SKIP_PACKAGES:-0}" != 1 ]; then

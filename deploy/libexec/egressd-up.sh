@@ -79,6 +79,8 @@ size_conntrack() {
 }
 
 up() {
+	# Forwarding off first: if anything below fails, nothing is forwarded.
+	echo 0 >/proc/sys/net/ipv4/ip_forward
 	local private="${PRIVATE_IF:-auto}" public="${PUBLIC_IF:-auto}"
 	local script="${EGRESSD_IPTABLES_SCRIPT:-/usr/libexec/egressd/egressd-iptables.sh}"
 	if [ "$private" = auto ] || [ "$public" = auto ]; then
@@ -98,8 +100,6 @@ up() {
 	*) die "EGRESSD_FAIL_OPEN must be true or false, not '${EGRESSD_FAIL_OPEN}'" ;;
 	esac
 
-	# Forwarding off first: if anything below fails, nothing is forwarded.
-	echo 0 >/proc/sys/net/ipv4/ip_forward
 	size_conntrack
 	"$script" "${args[@]}" || die "$script ${args[*]} failed; forwarding stays off"
 	echo 1 >/proc/sys/net/ipv4/ip_forward
