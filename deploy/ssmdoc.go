@@ -30,14 +30,14 @@ var SSMParams = []SSMParam{
 		Type: "String",
 		Description: "Where the policy comes from: s3://BUCKET/KEY, ssm:PARAMETER_NAME (Parameter Store, " +
 			"SecureString too; values up to 4 KB, 8 KB advanced), or inline (then InlinePolicyBase64 is the policy).",
-		AllowedPattern: `^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*()/+=,@-]{1,1024}|ssm:[A-Za-z0-9_./-]{1,2048}(:[0-9]{1,10})?|inline)$`,
+		AllowedPattern: `^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*()/+=,@-]+|ssm:[A-Za-z0-9_./-]+(:[0-9]{1,10})?|inline)$`,
 	},
 	{
 		Name:           "InlinePolicyBase64",
 		Type:           "String",
 		Description:    "With PolicySource inline: the policy file, base64-encoded (base64 -w0 policy.yaml).",
 		Default:        strp(""),
-		AllowedPattern: `^[A-Za-z0-9+/=]{0,16384}$`,
+		AllowedPattern: `^[A-Za-z0-9+/=]*$`,
 	},
 	{
 		Name:           "TimeoutSeconds",

@@ -45,6 +45,11 @@ BIN="${EGRESSD_BIN:-egressd}"
 READYZ="${EGRESSD_READYZ:-http://127.0.0.1:9145/readyz}"
 RELOAD_CMD="${EGRESSD_RELOAD_CMD:-systemctl reload egressd.service}"
 
+# The temporary files of this run, removed on exit whatever happens.
+tmp_files=()
+cleanup() { [ "${#tmp_files[@]}" -eq 0 ] || rm -f -- "${tmp_files[@]}"; }
+trap cleanup EXIT
+
 say() { echo "egressd-push-policy: $*"; }
 
 fail() {
@@ -123,8 +128,7 @@ main() {
 
 	local new
 	new="$(mktemp "$dir/.policy.yaml.new.XXXXXX")"
-	# Whatever happens, no temporary file stays behind.
-	trap 'rm -f -- "$new" "$POLICY.prev.tmp"' EXIT
+	tmp_files+=("$new" "$POLICY.prev.tmp")
 
 	say "fetching the policy from $source"
 	fetch "$source" "$inline" "$new" || fail "cannot fetch the policy from $source; nothing changed"
