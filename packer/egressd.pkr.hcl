@@ -4,9 +4,10 @@
 #   make dist
 #   cd packer && packer init . && packer build -var version=$(git describe --tags) .
 #
-# Only the architectures you want: -only='amazon-ebs.arm64'. The instances that
-# build and run the image answer IMDSv2 only; an instance booted from the image
-# closes its filter until a policy is pushed (deny-all starter policy).
+# One architecture only: -only='amazon-ebs.arm64' (or amazon-ebs.x86_64). The
+# instances that build and run the image answer IMDSv2 only; an instance booted
+# from the image closes its filter until a policy is pushed (deny-all starter
+# policy).
 
 variable "region" {
   type        = string
@@ -63,24 +64,12 @@ locals {
   }
 }
 
-source "amazon-ebs" "arm64" {
-  region        = var.region
-  instance_type = var.instance_type_arm64
-  subnet_id     = var.subnet_id
-  ami_name      = "${var.ami_name_prefix}-${var.version}-al2023-arm64-${local.timestamp}"
-  ssh_username  = "ec2-user"
-  tags          = merge(local.ami_tags, { "Name" = "egressd ${var.version} arm64" })
-
-  source_ami_filter {
-    filters = {
-      name                = "al2023-ami-minimal-2023.*-arm64"
-      architecture        = "arm64"
-      root-device-type    = "ebs"
-      virtualization-type = "hvm"
-    }
-    owners      = ["amazon"]
-    most_recent = true
-  }
+# What the two images share; the build block below names one per
+# architecture and adds its instance type, AMI filter and name.
+source "amazon-ebs" "al2023" {
+  region       = var.region
+  subnet_id    = var.subnet_id
+  ssh_username = "ec2-user"
 
   launch_block_device_mappings {
     device_name           = "/dev/xvda"
@@ -91,41 +80,8 @@ source "amazon-ebs" "arm64" {
     delete_on_termination = true
   }
 
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 1
-  }
-}
-
-source "amazon-ebs" "x86_64" {
-  region        = var.region
-  instance_type = var.instance_type_x86_64
-  subnet_id     = var.subnet_id
-  ami_name      = "${var.ami_name_prefix}-${var.version}-al2023-x86_64-${local.timestamp}"
-  ssh_username  = "ec2-user"
-  tags          = merge(local.ami_tags, { "Name" = "egressd ${var.version} x86_64" })
-
-  source_ami_filter {
-    filters = {
-      name                = "al2023-ami-minimal-2023.*-x86_64"
-      architecture        = "x86_64"
-      root-device-type    = "ebs"
-      virtualization-type = "hvm"
-    }
-    owners      = ["amazon"]
-    most_recent = true
-  }
-
-  launch_block_device_mappings {
-    device_name           = "/dev/xvda"
-    volume_size           = 8
-    volume_type           = "gp3"
-    iops                  = 3000
-    throughput            = 125
-    delete_on_termination = true
-  }
-
+  # IMDSv2 only, on the build instance; the Terraform example's launch
+  # template asks the same of every NAT instance.
   metadata_options {
     http_endpoint               = "enabled"
     http_tokens                 = "required"
@@ -134,7 +90,41 @@ source "amazon-ebs" "x86_64" {
 }
 
 build {
-  sources = ["source.amazon-ebs.arm64", "source.amazon-ebs.x86_64"]
+  source "source.amazon-ebs.al2023" {
+    name          = "arm64"
+    instance_type = var.instance_type_arm64
+    ami_name      = "${var.ami_name_prefix}-${var.version}-al2023-arm64-${local.timestamp}"
+    tags          = merge(local.ami_tags, { "Name" = "egressd ${var.version} arm64" })
+
+    source_ami_filter {
+      filters = {
+        name                = "al2023-ami-minimal-2023.*-arm64"
+        architecture        = "arm64"
+        root-device-type    = "ebs"
+        virtualization-type = "hvm"
+      }
+      owners      = ["amazon"]
+      most_recent = true
+    }
+  }
+
+  source "source.amazon-ebs.al2023" {
+    name          = "x86_64"
+    instance_type = var.instance_type_x86_64
+    ami_name      = "${var.ami_name_prefix}-${var.version}-al2023-x86_64-${local.timestamp}"
+    tags          = merge(local.ami_tags, { "Name" = "egressd ${var.version} x86_64" })
+
+    source_ami_filter {
+      filters = {
+        name                = "al2023-ami-minimal-2023.*-x86_64"
+        architecture        = "x86_64"
+        root-device-type    = "ebs"
+        virtualization-type = "hvm"
+      }
+      owners      = ["amazon"]
+      most_recent = true
+    }
+  }
 
   provisioner "shell" {
     inline = ["mkdir -p /tmp/egressd-dist"]
