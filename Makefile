@@ -70,8 +70,8 @@ ssm-doc: ## regenerate deploy/ssm/egressd-push-policy.json from its shell script
 	$(GO) run ./deploy/cmd/ssmdoc deploy/ssm/egressd-push-policy.sh deploy/ssm/egressd-push-policy.json
 
 .PHONY: deploy-check
-deploy-check: ## packer fmt/validate (offline) and systemd-analyze verify on the deploy files
-	./deploy/test/check-tools.sh
+deploy-check: ## the deploy files alone: packer fmt/validate (offline), HCL checks, systemd-analyze, SSM document
+	./scripts/gotest.sh -count=1 -run 'TestPacker|TestTerraform|TestSystemdUnits|TestSSMDocument|TestSSMParameter' ./deploy/
 
 .PHONY: clean
 clean: ## remove build output

@@ -84,7 +84,7 @@ func TestDistReproducible(t *testing.T) {
 	}
 
 	// The tarball's members: names, modes, owners and times.
-	r = runCmd(t, nil, "tar", "--numeric-owner", "--full-time", "-tvzf", tarball(t, a))
+	r = runCmd(t, []string{"TZ=UTC"}, "tar", "--numeric-owner", "--full-time", "-tvzf", tarball(t, a))
 	if r.code != 0 {
 		t.Fatalf("tar -t: %v", r)
 	}

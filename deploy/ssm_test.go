@@ -219,6 +219,7 @@ type pushEnv struct {
 	reloadCmd string
 	aws       string // FAKE_AWS directory
 	bin       string // directory with the fake aws
+	envFile   string // the shared settings file (egressd.env); "" is none
 	// loaded is the policy hash egressd reports now; reloads how many
 	// reloads it has done.
 	loaded  func() string
@@ -229,10 +230,14 @@ func (e *pushEnv) push(t *testing.T, params map[string]string) result {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "_script.sh")
 	writeFile(t, f, documentScript(t, params), 0o700)
+	envFile := e.envFile
+	if envFile == "" {
+		envFile = "/nonexistent"
+	}
 	// SSM's agent runs the commands as a script file with sh.
 	return inNS(t, e.ns, []string{pathWith(e.bin), "FAKE_AWS=" + e.aws,
 		"EGRESSD_POLICY=" + e.policy, "EGRESSD_BIN=" + egressdBin, "EGRESSD_READYZ=" + e.readyz,
-		"EGRESSD_RELOAD_CMD=" + e.reloadCmd, "EGRESSD_ENV=/nonexistent"}, "sh", f)
+		"EGRESSD_RELOAD_CMD=" + e.reloadCmd, "EGRESSD_ENV=" + envFile}, "sh", f)
 }
 
 func sha(s string) string {
@@ -458,6 +463,30 @@ func TestSSMPushPolicy(t *testing.T) {
 		}
 		if got := readFile(t, policy); got != current {
 			t.Errorf("after the rollback the policy file holds %q, want the previous one", got)
+		}
+	})
+	t.Run("checked with the daemon's inspect ports from egressd.env", func(t *testing.T) {
+		// Port 80 carries a name only while it is inspected: with TCP 443
+		// alone, a rule of "*." names on port 80 can never match, and check
+		// refuses it.
+		const wildcard80 = "version: 1\ndefault: deny\nrules:\n  - name: w\n    domains: [\"*.example.test\"]\n" +
+			"    ports: [80]\n    proto: tcp\n    action: allow\n"
+		inline := map[string]string{"PolicySource": "inline", "InlinePolicyBase64": base64.StdEncoding.EncodeToString([]byte(wildcard80))}
+		withEnv := *e
+		withEnv.envFile = filepath.Join(dir, "egressd.env")
+		writeFile(t, withEnv.envFile, "#EGRESSD_INSPECT_PORTS_TCP=80,443\nEGRESSD_INSPECT_PORTS_TCP=443\nEGRESSD_INSPECT_PORTS_UDP=443\n", 0o644)
+		r := withEnv.push(t, inline)
+		if r.code != 1 || !strings.Contains(r.stderr, "inline:4: rule \"w\": its ports (80) carry no name") {
+			t.Errorf("push with TCP 443 inspected: %v; want the check's refusal at inline:4", r)
+		}
+		if got := readFile(t, policy); got != current {
+			t.Errorf("a refused policy changed the file to %q", got)
+		}
+		// With the shipped egressd.env (inspect ports commented out: the
+		// defaults, 80 among them) the same policy is good.
+		withEnv.envFile = repoPath("deploy/etc/egressd.env")
+		if r := withEnv.push(t, inline); r.code != 0 {
+			t.Errorf("push with the shipped egressd.env: %v", r)
 		}
 	})
 	t.Run("bad arguments", func(t *testing.T) {

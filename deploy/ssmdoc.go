@@ -28,7 +28,7 @@ var SSMParams = []SSMParam{
 	{
 		Name: "PolicySource",
 		Type: "String",
-		Description: "Where the policy comes from: s3://BUCKET/KEY, ssm:PARAMETER_NAME (Parameter Store, " +
+		Description: "Where the policy comes from: s3://BUCKET/KEY, ssm:PARAMETER_NAME[:VERSION] (Parameter Store, " +
 			"SecureString too; values up to 4 KB, 8 KB advanced), or inline (then InlinePolicyBase64 is the policy).",
 		AllowedPattern: `^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*()/+=,@-]+|ssm:[A-Za-z0-9_./-]+(:[0-9]{1,10})?|inline)$`,
 	},
