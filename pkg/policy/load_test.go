@@ -31,7 +31,7 @@ func checkOutput(file string) string {
 }
 
 // TestBadPolicies loads every file under testdata/bad and compares what
-// check would print with the golden .out beside it. Each file must be
+// check would print with the golden file beside it. Each file must be
 // refused with at least one line-numbered problem.
 func TestBadPolicies(t *testing.T) {
 	files, err := filepath.Glob("testdata/bad/*.yaml")
@@ -52,7 +52,7 @@ func TestBadPolicies(t *testing.T) {
 					t.Errorf("problem does not start with the file name: %q", line)
 				}
 			}
-			golden := strings.TrimSuffix(f, ".yaml") + ".out"
+			golden := strings.TrimSuffix(f, ".yaml") + ".golden"
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 					t.Fatal(err)
