@@ -540,10 +540,7 @@ func TestSSMAgainstLiveEgressd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	pid, err := pidOf(egressdBin, l.NAT.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pid := eg.PID()
 	dir := t.TempDir()
 	e := &pushEnv{
 		ns: l.NAT.Name, policy: eg.PolicyPath, readyz: readyz,
@@ -557,26 +554,4 @@ func TestSSMAgainstLiveEgressd(t *testing.T) {
 	if err := eg.Signal(syscall.Signal(0)); err != nil {
 		t.Errorf("egressd is gone after the pushes: %v", err)
 	}
-}
-
-// pidOf finds the process running binary in the named network namespace:
-// the egressd this test started (lab.Egressd does not expose its PID).
-func pidOf(binary, netns string) (int, error) {
-	nsInfo, err := os.Stat("/run/netns/" + netns)
-	if err != nil {
-		return 0, err
-	}
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		exe, err := os.Readlink(p + "/exe")
-		if err != nil || exe != binary {
-			continue
-		}
-		if info, err := os.Stat(p + "/ns/net"); err == nil && os.SameFile(info, nsInfo) {
-			var pid int
-			fmt.Sscanf(filepath.Base(p), "%d", &pid)
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no %s running in namespace %s", binary, netns)
 }

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -114,5 +118,50 @@ func TestHelp(t *testing.T) {
 	}
 	if code, _, _ := runCmd(t, "frobnicate"); code != 2 {
 		t.Errorf("an unknown command: exit %d, want 2", code)
+	}
+}
+
+// TestConfigEnvironment: every key can come from EGRESSD_*, lists included.
+func TestConfigEnvironment(t *testing.T) {
+	t.Setenv("EGRESSD_INSPECT_PORTS_TCP", "80,443,8443")
+	t.Setenv("EGRESSD_VERIFY_DNS_RESOLVERS", "203.0.113.53:53,203.0.113.54:53")
+	t.Setenv("EGRESSD_HELLO_TIMEOUT", "5s")
+	t.Setenv("EGRESSD_MODE", "monitor")
+	c, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(c.InspectPorts.TCP) != "[80 443 8443]" || len(c.VerifyDNS.Resolvers) != 2 ||
+		c.Hello.Timeout != 5*time.Second || c.Mode != "monitor" || c.InspectPorts.UDP[0] != 443 {
+		t.Errorf("config from the environment: %+v", c)
+	}
+	t.Setenv("EGRESSD_INSPECT_PORTS_TCP", "80,https")
+	if _, err := loadConfig(""); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Errorf("a bad port list from the environment: %v", err)
+	}
+}
+
+// TestConfigFile: unknown keys and bad values are refused with the file's name.
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ text, want string }{
+		{"mode: enforce\nqueue: {first: 0, count: 2}\n", ""},
+		{"mdoe: enforce\n", "mdoe"},
+		{"hello: {timeout: 1ms}\n", "hello.timeout"},
+		{"verify_dns: {resolvers: [\"resolver.internal\"]}\n", "host:port"},
+		{"monitor_until: tomorrow\n", "RFC 3339"},
+		{"queue: {first: 65535, count: 2}\n", "queue"},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(path, []byte(tc.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := loadConfig(path)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q: %v", tc.text, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path)):
+			t.Errorf("%q: want an error naming %q and the file, got %v", tc.text, tc.want, err)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -113,6 +115,7 @@ func loadConfig(path string) (*Config, error) {
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
+		stringToIntSlice,
 		mapstructure.StringToSliceHookFunc(","),
 	)))
 	if err != nil {
@@ -122,6 +125,26 @@ func loadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", orEnv(path), err)
 	}
 	return &c, nil
+}
+
+// stringToIntSlice reads "80,443" (an EGRESSD_* variable) into a []int
+// field; mapstructure's own hook only makes []string.
+func stringToIntSlice(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeFor[[]int]() {
+		return data, nil
+	}
+	out := []int{}
+	for f := range strings.SplitSeq(data.(string), ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func orEnv(path string) string {

@@ -293,6 +293,9 @@ func (e *Egressd) waitLog(sub string, timeout time.Duration) error {
 // WaitLog waits for a log line containing sub.
 func (e *Egressd) WaitLog(sub string, timeout time.Duration) error { return e.waitLog(sub, timeout) }
 
+// PID is egressd's process id (ip netns exec execs it in place).
+func (e *Egressd) PID() int { return e.cmd.Process.Pid }
+
 // Signal sends sig to egressd.
 func (e *Egressd) Signal(sig os.Signal) error { return e.cmd.Process.Signal(sig) }
 
