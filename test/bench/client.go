@@ -60,7 +60,14 @@ type clientResult struct {
 	Handshakes int           `json:"handshakes"`  // completed handshakes, whole run (warm-up and tail too)
 	Dials      int           `json:"dials"`       // connections attempted, whole run
 	HelloBytes int           `json:"hello_bytes"` // size of the first TLS record the client sends
+	// Reused counts connections whose local address and port were used
+	// less than reuseWindow before (egressd would answer such a flow from
+	// its lingering decision instead of reading its hello).
+	Reused int `json:"reused_tuples"`
 }
+
+// reuseWindow is longer than egressd's default linger (10s).
+const reuseWindow = 15 * time.Second
 
 func parseClientFlags(args []string) (clientOpts, error) {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
@@ -153,6 +160,8 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 		mu        sync.Mutex
 		lats      []time.Duration
 		errSample string
+		lastUse   = map[string]time.Time{} // local address:port
+		reused    int
 		seq       atomic.Uint64
 		dials     atomic.Int64
 		hs        atomic.Int64
@@ -161,7 +170,7 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 	)
 	for range o.Workers {
 		wg.Go(func() {
-			local := make([]time.Duration, 0, 1<<14)
+			mine := make([]time.Duration, 0, 1<<14)
 			buf := make([]byte, 4096)
 			for ctx.Err() == nil {
 				t0 := time.Now()
@@ -173,7 +182,15 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 					src = srcs[seq.Add(1)%uint64(len(srcs))]
 				}
 				dials.Add(1)
-				lat, err := oneConn(ctx, o, cfg, src, request, buf)
+				lat, local, err := oneConn(ctx, o, cfg, src, request, buf)
+				if local != "" {
+					mu.Lock()
+					if last, ok := lastUse[local]; ok && t0.Sub(last) < reuseWindow {
+						reused++
+					}
+					lastUse[local] = t0
+					mu.Unlock()
+				}
 				if err != nil {
 					if errs.Add(1) == 1 {
 						mu.Lock()
@@ -184,11 +201,11 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 				}
 				hs.Add(1)
 				if !t0.Before(from) && time.Now().Before(until) {
-					local = append(local, lat)
+					mine = append(mine, lat)
 				}
 			}
 			mu.Lock()
-			lats = append(lats, local...)
+			lats = append(lats, mine...)
 			mu.Unlock()
 		})
 	}
@@ -209,6 +226,7 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 	}
 	res.Errors, res.ErrSample = int(errs.Load()), errSample
 	res.Handshakes, res.Dials = int(hs.Load()), int(dials.Load())
+	res.Reused = reused
 	return res, nil
 }
 
@@ -228,8 +246,9 @@ var httpOK = []byte("HTTP/1.1 200 ")
 // oneConn opens one connection from src, completes the TLS handshake,
 // optionally fetches / (the server closes: Connection: close, so the
 // client is left without TIME_WAIT sockets), and closes. It returns the
-// time from connect start to handshake done.
-func oneConn(ctx context.Context, o clientOpts, cfg *tls.Config, src net.IP, request, buf []byte) (time.Duration, error) {
+// time from connect start to handshake done, and the local address once
+// connected.
+func oneConn(ctx context.Context, o clientOpts, cfg *tls.Config, src net.IP, request, buf []byte) (lat time.Duration, local string, err error) {
 	d := net.Dialer{Timeout: o.Timeout}
 	if src != nil {
 		d.LocalAddr = &net.TCPAddr{IP: src}
@@ -238,24 +257,25 @@ func oneConn(ctx context.Context, o clientOpts, cfg *tls.Config, src net.IP, req
 	start := time.Now()
 	c, err := d.DialContext(ctx, "tcp", o.Addr)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer c.Close()
+	local = c.LocalAddr().String()
 	if err := c.SetDeadline(start.Add(o.Timeout)); err != nil {
-		return 0, err
+		return 0, local, err
 	}
 	tc := tls.Client(c, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return 0, fmt.Errorf("handshake: %w", err)
+		return 0, local, fmt.Errorf("handshake: %w", err)
 	}
-	lat := time.Since(start)
+	lat = time.Since(start)
 	if !o.HTTP {
 		// Closed without reading the server's session tickets: the
 		// kernel may answer them with a reset.
-		return lat, nil
+		return lat, local, nil
 	}
 	if _, err := tc.Write(request); err != nil {
-		return 0, fmt.Errorf("request: %w", err)
+		return 0, local, fmt.Errorf("request: %w", err)
 	}
 	n := 0
 	for {
@@ -265,18 +285,18 @@ func oneConn(ctx context.Context, o clientOpts, cfg *tls.Config, src net.IP, req
 			break
 		}
 		if err != nil {
-			return 0, fmt.Errorf("response: %w", err)
+			return 0, local, fmt.Errorf("response: %w", err)
 		}
 		if n == len(buf) {
-			return 0, errors.New("response: longer than expected")
+			return 0, local, errors.New("response: longer than expected")
 		}
 	}
 	if !bytes.HasPrefix(buf[:n], httpOK) {
-		return 0, fmt.Errorf("response: %q", buf[:min(n, 40)])
+		return 0, local, fmt.Errorf("response: %q", buf[:min(n, 40)])
 	}
 	// The server closed first (close_notify, FIN); close the socket
 	// without an alert the server would only answer with a reset.
-	return lat, nil
+	return lat, local, nil
 }
 
 // clientMain is the client subcommand: it prints one JSON clientResult.

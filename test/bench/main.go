@@ -14,7 +14,8 @@
 // stopped and removed when it ends, also on SIGINT/SIGTERM.
 //
 // `benchlab client ...` is the load generator, which benchlab runs in the
-// lab's client namespace.
+// lab's client namespace; `benchlab perf-report [-handshakes N] FILE`
+// breaks a perf record of egressd down by what the CPU did.
 package main
 
 import (
@@ -135,9 +136,12 @@ func without(list []string, x string) []string {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	var code int
-	if len(os.Args) > 1 && os.Args[1] == "client" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "client":
 		code = clientMain(ctx, os.Args[2:])
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == "perf-report":
+		code = perfReportMain(os.Args[2:])
+	default:
 		code = benchMain(ctx, os.Args[1:])
 	}
 	stop()
@@ -175,14 +179,13 @@ func benchMain(ctx context.Context, args []string) int {
 
 // bench is one run: its labs, and what it measured.
 type bench struct {
-	o        options
-	self     string // this binary, for the client
-	tmp      string
-	scens    []*scenario
-	skipped  map[string]string // scenario -> why it did not run
-	results  []result
-	started  time.Time
-	profiles []string
+	o       options
+	self    string // this binary, for the client
+	tmp     string
+	scens   []*scenario
+	skipped map[string]string // scenario -> why it did not run
+	results []result
+	started time.Time
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -190,6 +193,11 @@ func (b *bench) run(ctx context.Context) error {
 	var err error
 	if b.self, err = os.Executable(); err != nil {
 		return err
+	}
+	if strings.HasSuffix(b.self, ".test") {
+		// A test binary given "client" would run its tests, each making
+		// labs and starting clients: never start one as the client.
+		return fmt.Errorf("%s is a test binary, not benchlab", b.self)
 	}
 	if b.tmp, err = os.MkdirTemp("", "egressd-benchlab-"); err != nil {
 		return err
@@ -207,7 +215,7 @@ func (b *bench) run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		fmt.Fprintf(os.Stderr, "benchlab: setting up %s\n", name)
-		s, err := newScenario(ctx, name, bin)
+		s, err := newScenario(ctx, name, bin, b.self)
 		if s != nil {
 			b.scens = append(b.scens, s)
 		}
@@ -302,19 +310,21 @@ func (b *bench) clientArgs(s *scenario, mode, hello string, warmup, duration tim
 	}
 }
 
-// runClient runs the load generator in s's client namespace.
-func (b *bench) runClient(ctx context.Context, s *scenario, args []string) (clientResult, error) {
+// runClient runs the load generator in s's client namespace and returns
+// its result and the CPU time it used.
+func (b *bench) runClient(ctx context.Context, s *scenario, args []string) (clientResult, time.Duration, error) {
 	cmd := lab.Command(ctx, s.lab.Client, b.self, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if ctx.Err() != nil {
-		return clientResult{}, fmt.Errorf("interrupted: %w", ctx.Err())
+		return clientResult{}, 0, fmt.Errorf("interrupted: %w", ctx.Err())
 	}
 	if err != nil {
-		return clientResult{}, fmt.Errorf("client: %v: %s", err, strings.TrimSpace(stderr.String()))
+		return clientResult{}, 0, fmt.Errorf("client: %v: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	return decodeClient(out)
+	r, err := decodeClient(out)
+	return r, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), err
 }
 
 // profile runs one extra parallel measurement per hello against egressd
@@ -344,7 +354,8 @@ func (b *bench) profile(ctx context.Context) error {
 		// cpu-clock: VMs often have no hardware counters. Go keeps frame
 		// pointers, so -g gives whole stacks, kernel ones included.
 		perf := exec.Command("perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-p", fmt.Sprint(pid), "-o", out)
-		perf.Stdout, perf.Stderr = os.Stderr, os.Stderr
+		var perfLog strings.Builder
+		perf.Stdout, perf.Stderr = &perfLog, &perfLog
 		if err := perf.Start(); err != nil {
 			return fmt.Errorf("perf record: %w", err)
 		}
@@ -352,19 +363,35 @@ func (b *bench) profile(ctx context.Context) error {
 		fmt.Fprintf(os.Stderr, "benchlab: profiling egressd, par %s ... ", hello)
 		r, merr := b.measure(ctx, s, modePar, hello, 0)
 		_ = perf.Process.Signal(syscall.SIGINT)
-		werr := perf.Wait()
+		_ = perf.Wait() // ends with the SIGINT it was sent
 		if merr != nil {
 			return merr
 		}
-		if werr != nil {
-			return fmt.Errorf("perf record: %w", werr)
+		if _, err := os.Stat(out); err != nil {
+			return fmt.Errorf("perf record wrote no %s: %s", out, perfLog.String())
 		}
-		fmt.Fprintf(os.Stderr, "%.0f conn/s, %d handshakes; %s\n", r.ConnPerSec, r.Client.Handshakes, out)
-		b.profiles = append(b.profiles, fmt.Sprintf("%s: %d handshakes, egressd CPU %s (%s per handshake)",
-			out, r.Client.Handshakes, r.ProcCPU, us(perConn(r.ProcCPU, r.Client.Handshakes))))
-	}
-	for _, p := range b.profiles {
-		fmt.Println("profile", p)
+		fmt.Fprintf(os.Stderr, "%.0f conn/s, %d handshakes\n", r.ConnPerSec, r.Client.Handshakes)
+		fmt.Printf("\nprofile %s: par %s, %.0f conn/s, %d handshakes; egressd used %s of CPU (%s per handshake, from /proc)\n",
+			out, hello, r.ConnPerSec, r.Client.Handshakes, r.ProcCPU, us(perConn(r.ProcCPU, r.Client.Handshakes)))
+		if err := perfReport(os.Stdout, out, r.Client.Handshakes); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// perfReportMain is the perf-report subcommand: the breakdown of a
+// perf.data file recorded with -g, per handshake if given.
+func perfReportMain(args []string) int {
+	fs := flag.NewFlagSet("perf-report", flag.ContinueOnError)
+	handshakes := fs.Int("handshakes", 0, "connections completed while recording, for µs per connection")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: benchlab perf-report [-handshakes N] PERF.DATA")
+		return 2
+	}
+	if err := perfReport(os.Stdout, fs.Arg(0), *handshakes); err != nil {
+		fmt.Fprintln(os.Stderr, "benchlab:", err)
+		return 1
+	}
+	return 0
 }

@@ -61,10 +61,10 @@ var setups = map[string]func(ctx context.Context, s *scenario, egressdBin string
 	},
 }
 
-// newScenario builds a lab and sets name up in it. A scenario is returned
-// whenever a lab was made, for close, with err set if it cannot be
-// measured.
-func newScenario(ctx context.Context, name, egressdBin string) (*scenario, error) {
+// newScenario builds a lab and sets name up in it; client is the benchlab
+// binary, run as the load generator. A scenario is returned whenever a lab
+// was made, for close, with err set if it cannot be measured.
+func newScenario(ctx context.Context, name, egressdBin, client string) (*scenario, error) {
 	l, err := lab.Create()
 	if l == nil {
 		return nil, err
@@ -77,7 +77,7 @@ func newScenario(ctx context.Context, name, egressdBin string) (*scenario, error
 		err = setups[name](ctx, s, egressdBin)
 	}
 	if err == nil {
-		err = s.check(ctx)
+		err = s.check(ctx, client)
 	}
 	s.err = err
 	return s, err
@@ -99,14 +99,10 @@ func (s *scenario) addSources() error {
 // check opens a few connections through the scenario before it is
 // measured: a setup that does not carry traffic fails here, not in the
 // tables.
-func (s *scenario) check(ctx context.Context) error {
+func (s *scenario) check(ctx context.Context, client string) error {
 	args := []string{"client", "-addr", lab.ServerAddr + ":443", "-sni", benchName, "-ca", s.lab.CA.PEMPath,
 		"-workers", "1", "-warmup", "0s", "-duration", "300ms", "-src", strings.Join(s.sources, ",")}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	out, err := lab.Command(ctx, s.lab.Client, self, args...).CombinedOutput()
+	out, err := lab.Command(ctx, s.lab.Client, client, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("check connection: %v: %s", err, out)
 	}
@@ -184,6 +180,7 @@ func (s *scenario) egressdPID() (int, error) {
 // snapshot is what is read before and after a measurement.
 type snapshot struct {
 	procCPU   time.Duration // user+system time of the NAT's processes
+	selfCPU   time.Duration // this process's (the lab's servers)
 	hostBusy  time.Duration // non-idle time of every CPU of the machine
 	queue     queueCounters
 	decisions int
@@ -205,6 +202,9 @@ func (s *scenario) snapshot() (snapshot, error) {
 			return sn, err
 		}
 		sn.procCPU += cpu
+	}
+	if sn.selfCPU, err = procCPU(os.Getpid()); err != nil {
+		return sn, err
 	}
 	if sn.hostBusy, err = hostBusy(); err != nil {
 		return sn, err
@@ -331,6 +331,8 @@ type result struct {
 
 	ConnPerSec float64       `json:"conn_per_sec"`
 	ProcCPU    time.Duration `json:"nat_proc_cpu_ns"` // CPU of the NAT's processes over the client's run
+	ClientCPU  time.Duration `json:"client_cpu_ns"`   // the load generator's CPU
+	ServerCPU  time.Duration `json:"server_cpu_ns"`   // this process's: the lab's servers and DNS
 	HostCPU    time.Duration `json:"host_cpu_ns"`     // the machine's busy CPU over the client's run
 	Queue      queueCounters `json:"queue"`           // deltas
 	Decisions  int           `json:"decisions"`       // egressd decision lines over the run
@@ -347,7 +349,7 @@ func (b *bench) measure(ctx context.Context, s *scenario, mode, hello string, re
 	if err != nil {
 		return r, err
 	}
-	c, err := b.runClient(ctx, s, b.clientArgs(s, mode, hello, b.o.warmup, b.o.duration))
+	c, clientCPU, err := b.runClient(ctx, s, b.clientArgs(s, mode, hello, b.o.warmup, b.o.duration))
 	if err != nil {
 		return r, err
 	}
@@ -357,6 +359,8 @@ func (b *bench) measure(ctx context.Context, s *scenario, mode, hello string, re
 		return r, err
 	}
 	r.Client = c
+	r.ClientCPU = clientCPU
+	r.ServerCPU = after.selfCPU - before.selfCPU
 	r.ConnPerSec = float64(c.Conns) / c.Window.Seconds()
 	r.ProcCPU = after.procCPU - before.procCPU
 	r.HostCPU = after.hostBusy - before.hostBusy
