@@ -147,20 +147,24 @@ func (s *scenario) natPIDs() ([]int, error) {
 	return pids, nil
 }
 
-// settle waits (at most a second) until egressd's decision lines stop
-// coming: they reach the bench through a pipe, a little after the verdicts.
-func (s *scenario) settle() {
+// settle waits until egressd's decision lines for the run have reached
+// the bench (they come through a pipe, a little after the verdicts, later
+// on a loaded machine): until there are want more than before, or none
+// came for 300ms, or 3s have passed. A line that came later would be
+// counted in neither run.
+func (s *scenario) settle(before, want int) {
 	if s.egressd == nil {
 		return
 	}
-	n := len(s.egressd.Decisions())
-	for range 20 {
-		time.Sleep(50 * time.Millisecond)
+	n, last := len(s.egressd.Decisions()), time.Now()
+	for deadline := last.Add(3 * time.Second); n-before < want && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 		m := len(s.egressd.Decisions())
-		if m == n {
+		if m != n {
+			n, last = m, time.Now()
+		} else if time.Since(last) > 300*time.Millisecond {
 			return
 		}
-		n = m
 	}
 }
 
@@ -353,7 +357,7 @@ func (b *bench) measure(ctx context.Context, s *scenario, mode, hello string, re
 	if err != nil {
 		return r, err
 	}
-	s.settle()
+	s.settle(before.decisions, c.Handshakes)
 	after, err := s.snapshot()
 	if err != nil {
 		return r, err

@@ -217,3 +217,26 @@ func TestHelloSize(t *testing.T) {
 		})
 	}
 }
+
+func TestTargetNote(t *testing.T) {
+	tests := []struct {
+		name         string
+		mode         string
+		ratio, added float64
+		want         string
+	}{
+		{"sequential, both met", modeSeq, 0.85, 80, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MEETS it (0.85x, +80µs)"},
+		{"sequential, latency missed", modeSeq, 0.9, 420, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MISSES it (0.90x, +420µs)"},
+		{"sequential, rate missed", modeSeq, 0.35, 50, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MISSES it (0.35x, +50µs)"},
+		{"parallel: latency is queueing, not judged", modePar, 0.8, 5000, "target (>= 0.80x plain conn/s): egressd MEETS it (0.80x)"},
+		{"parallel, rate missed", modePar, 0.66, 10, "target (>= 0.80x plain conn/s): egressd MISSES it (0.66x)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := targetNote(tc.mode, spread{Med: tc.ratio, N: 1}, spread{Med: tc.added, N: 1})
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("targetNote (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
