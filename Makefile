@@ -18,6 +18,7 @@ LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION)
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
+BENCHLAB_FLAGS ?= -json $(BIN)/bench-lab.json
 FILES      = git ls-files --cached --others --exclude-standard
 SCRIPTS    = $(shell $(FILES) '*.sh' .ci/run)
 
@@ -56,6 +57,11 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 .PHONY: bench
 bench: ## Go benchmarks (allocs reported); BENCHTIME to change the run length
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+.PHONY: bench-lab
+bench-lab: ## TLS conn/s and handshake latency in the lab: plain NAT vs egressd, Squid, nginx (root, ~6 min; BENCHLAB_FLAGS)
+	$(GO) build -o $(BIN)/benchlab ./test/bench
+	$(BIN)/benchlab $(BENCHLAB_FLAGS)
 
 .PHONY: dist
 dist: ## release tarballs for linux/amd64 and linux/arm64 (binary, scripts, units, config, policies) with SHA256SUMS

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestPercentile(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i+1) * time.Millisecond
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one sample", ms(7), 99, 7 * time.Millisecond},
+		{"median of odd count", ms(1, 2, 3), 50, 2 * time.Millisecond},
+		{"median of even count is the lower middle (nearest rank)", ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{"p99 of 100", hundred, 99, 99 * time.Millisecond},
+		{"p50 of 100", hundred, 50, 50 * time.Millisecond},
+		{"p100 is the maximum", hundred, 100, 100 * time.Millisecond},
+		{"a tiny p is the minimum", hundred, 0.001, time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := percentile(tc.sorted, tc.p); got != tc.want {
+				t.Errorf("percentile(%v, %v) = %v, want %v", tc.sorted, tc.p, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSpreadOf(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []float64
+		want spread
+	}{
+		{"empty", nil, spread{}},
+		{"one", []float64{3}, spread{Med: 3, Min: 3, Max: 3, N: 1}},
+		{"odd, unsorted", []float64{5, 1, 3}, spread{Med: 3, Min: 1, Max: 5, N: 3}},
+		{"even: mean of the middle two", []float64{4, 1, 2, 10}, spread{Med: 3, Min: 1, Max: 10, N: 4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := append([]float64(nil), tc.in...)
+			if diff := cmp.Diff(tc.want, spreadOf(tc.in)); diff != "" {
+				t.Errorf("spreadOf(%v) (-want +got):\n%s", tc.in, diff)
+			}
+			if diff := cmp.Diff(in, tc.in); diff != "" {
+				t.Errorf("spreadOf changed its input (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	tests := []struct {
+		name    string
+		line    string
+		want    time.Duration
+		wantErr bool
+	}{
+		{
+			name: "egressd",
+			line: "734 (egressd) S 503 734 503 0 -1 4194560 1017 0 0 0 150 25 0 0 20 0 9 0 397 1866160000 4493 18446744073709551615",
+			want: 175 * clockTick,
+		},
+		{
+			name: "a command name with spaces and parentheses",
+			line: "9 (a (b) c) R 1 9 9 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 1 1 1",
+			want: 7 * clockTick,
+		},
+		{name: "no command name", line: "9 a R 1", wantErr: true},
+		{name: "truncated", line: "9 (x) R 1 9 9 0 -1 0 0 0 0 0 3", wantErr: true},
+		{name: "not a number", line: "9 (x) R 1 9 9 0 -1 0 0 0 0 0 x 4 0", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseProcStat(tc.line)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseProcStat: error %v, want error %t", err, tc.wantErr)
+			}
+			if got != tc.want {
+				t.Errorf("parseProcStat = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseHostBusy(t *testing.T) {
+	tests := []struct {
+		name    string
+		line    string
+		want    time.Duration
+		wantErr bool
+	}{
+		// user nice system idle iowait irq softirq steal guest guest_nice
+		{name: "idle, iowait and guest left out", line: "cpu  100 2 30 5000 40 1 7 3 50 9", want: 143 * clockTick},
+		{name: "older kernel, eight columns", line: "cpu  1 1 1 1 1 1 1", want: 5 * clockTick},
+		{name: "a per-CPU line", line: "cpu0 1 1 1 1 1 1 1 1", wantErr: true},
+		{name: "garbage", line: "cpu  1 x 1 1 1 1 1 1", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseHostBusy(tc.line)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseHostBusy: error %v, want error %t", err, tc.wantErr)
+			}
+			if got != tc.want {
+				t.Errorf("parseHostBusy = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseQueues(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    queueCounters
+		wantErr bool
+	}{
+		{name: "no queue bound", in: "", want: queueCounters{}},
+		{
+			name: "two queues summed",
+			in: "    0 2371951040     0 2 16504     3     1    12000  1\n" +
+				"    1 3649208768     2 2 16504     0     4    11000  1\n",
+			want: queueCounters{Queued: 23000, QueueDropped: 3, UserDropped: 5},
+		},
+		{name: "short line", in: "0 1 2 3 4 5 6\n", wantErr: true},
+		{name: "not a number", in: "0 1 2 3 4 x 6 7 1\n", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseQueues([]byte(tc.in))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseQueues: error %v, want error %t", err, tc.wantErr)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("parseQueues (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string // scenarios
+		wantErr bool
+	}{
+		{name: "defaults", want: []string{"plain", "egressd", "squid", "nginx"}},
+		{name: "plain is added first", args: []string{"-scenarios", "nginx,egressd"}, want: []string{"plain", "nginx", "egressd"}},
+		{name: "plain moved first", args: []string{"-scenarios", "egressd, plain"}, want: []string{"plain", "egressd"}},
+		{name: "unknown scenario", args: []string{"-scenarios", "haproxy"}, wantErr: true},
+		{name: "unknown mode", args: []string{"-modes", "burst"}, wantErr: true},
+		{name: "unknown hello", args: []string{"-hellos", "p256"}, wantErr: true},
+		{name: "no reps", args: []string{"-reps", "0"}, wantErr: true},
+		{name: "stray argument", args: []string{"now"}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseFlags(tc.args)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseFlags(%q): error %v, want error %t", tc.args, err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if diff := cmp.Diff(tc.want, o.scenarios); diff != "" {
+				t.Errorf("scenarios (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestHelloSize checks the two hello variants the tables are labelled
+// with: Go's default hello carries an X25519MLKEM768 share and does not
+// fit one segment; the X25519-only one does.
+func TestHelloSize(t *testing.T) {
+	const mss = 1448 // 1500-byte MTU, IPv4, TCP timestamps
+	for _, tc := range []struct {
+		hello    string
+		oneSeg   bool
+		minBytes int
+	}{
+		{helloX25519, true, 100},
+		{helloMLKEM, false, 1184 + 32}, // ML-KEM-768 key + X25519 key
+	} {
+		t.Run(tc.hello, func(t *testing.T) {
+			cfg, err := tlsConfig(tc.hello, benchName, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := helloSize(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n < tc.minBytes || (n <= mss) != tc.oneSeg {
+				t.Errorf("%s hello is %d bytes; want >= %d and one segment (%d) = %t", tc.hello, n, tc.minBytes, mss, tc.oneSeg)
+			}
+		})
+	}
+}
+
+func TestTargetNote(t *testing.T) {
+	tests := []struct {
+		name         string
+		mode         string
+		ratio, added float64
+		want         string
+	}{
+		{"sequential, both met", modeSeq, 0.85, 80, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MEETS it (0.85x, +80µs)"},
+		{"sequential, latency missed", modeSeq, 0.9, 420, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MISSES it (0.90x, +420µs)"},
+		{"sequential, rate missed", modeSeq, 0.35, 50, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MISSES it (0.35x, +50µs)"},
+		{"parallel: latency is queueing, not judged", modePar, 0.8, 5000, "target (>= 0.80x plain conn/s): egressd MEETS it (0.80x)"},
+		{"parallel, rate missed", modePar, 0.66, 10, "target (>= 0.80x plain conn/s): egressd MISSES it (0.66x)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := targetNote(tc.mode, spread{Med: tc.ratio, N: 1}, spread{Med: tc.added, N: 1})
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("targetNote (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
