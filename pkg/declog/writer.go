@@ -44,6 +44,13 @@ type Writer struct {
 	pool sync.Pool
 	done chan struct{}
 
+	// Lines are gathered while more are waiting and written to the
+	// outputs in one write each when the queue runs dry: under load a
+	// write per line costs more than the decision it records.
+	batch    []byte
+	batched  uint64
+	maxBatch int
+
 	mu      sync.Mutex
 	buckets map[netip.Addr]*bucket
 	overall bucket // for sources past MaxSources
@@ -75,7 +82,7 @@ func NewWriter(cfg WriterConfig) *Writer {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	w := &Writer{cfg: cfg, ch: make(chan *[]byte, cfg.Depth), done: make(chan struct{}), buckets: map[netip.Addr]*bucket{}}
+	w := &Writer{cfg: cfg, ch: make(chan *[]byte, cfg.Depth), done: make(chan struct{}), buckets: map[netip.Addr]*bucket{}, maxBatch: 64 << 10}
 	w.pool.New = func() any { b := make([]byte, 0, 512); return &b }
 	return w
 }
@@ -134,15 +141,20 @@ func (w *Writer) Run(ctx context.Context) {
 	for {
 		select {
 		case bp := <-w.ch:
-			w.write(bp)
+			w.add(bp)
+			if len(w.ch) == 0 || len(w.batch) >= w.maxBatch {
+				w.flush()
+			}
 		case <-t.C:
+			w.flush()
 			w.summarise()
 		case <-ctx.Done():
 			for {
 				select {
 				case bp := <-w.ch:
-					w.write(bp)
+					w.add(bp)
 				default:
+					w.flush()
 					w.summarise()
 					return
 				}
@@ -194,11 +206,24 @@ func (w *Writer) summarise() {
 // Wait returns when Run has returned.
 func (w *Writer) Wait() { <-w.done }
 
-func (w *Writer) write(bp *[]byte) {
-	if w.writeBytes(*bp) {
-		w.written.Add(1)
-	}
+func (w *Writer) add(bp *[]byte) {
+	w.batch = append(w.batch, *bp...)
+	w.batched++
 	w.pool.Put(bp)
+}
+
+// flush writes the gathered lines; they count as written, or as failed
+// if an output refused them.
+func (w *Writer) flush() {
+	if w.batched == 0 {
+		return
+	}
+	if w.writeBytes(w.batch) {
+		w.written.Add(w.batched)
+	} else {
+		w.failed.Add(w.batched - 1) // writeBytes counted one
+	}
+	w.batch, w.batched = w.batch[:0], 0
 }
 
 // writeBytes writes to every output; a line counts as failed if any output
