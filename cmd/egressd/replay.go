@@ -52,7 +52,8 @@ What replay does as the NAT would:
 
 DNS: the daemon allows a name only if the destination is among its DNS
 answers. Give those answers with --resolve NAME=IP,... (repeatable; an
-address alone adds to the name before it). They stand for all of DNS: a name
+address alone adds to the name before it), or --resolve @FILE with such
+items on its lines (# comments). They stand for all of DNS: a name
 the policy allows but --resolve lacks is denied dns-error, and the summary
 lists it. Without --resolve the check is skipped: names are taken as
 verified and such lines say "dns_check":"skipped"; so are decisions on ports
@@ -61,11 +62,15 @@ without a name that DNS answers could have changed.
 Lines beyond the decision log's schema:
   "replay":"midstream"       the capture lacks the flow's first packet
   "replay":"capture-ended"   the capture ends before the flow was decided
+  "replay":"reused"          a new connection on the 5-tuple of one decided
+                             less than a linger (10s) ago: the engine gives
+                             it the earlier verdict and logs nothing, in the
+                             daemon as in replay
   "replay":"truncated"       the capture's snap length cut bytes the decision
                              needed (capture with -s 0)
   "baseline":{...}           with --baseline: name, name_from, verdict, rule
                              and reason under the baseline
-The first two are not decisions: verdict, rule and reason are "".
+The first three are not decisions: verdict, rule and reason are "".
 
 Memory is bounded whatever the input's size (the flow tables are, and lines
 are streamed); a progress line goes to stderr when it is a terminal.
@@ -94,7 +99,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	basePath := fs.String("baseline", "", "the policy in force: print only the flows whose verdict the new one changes")
 	cfgPath := fs.String("config", "", "the daemon's config file: its mode, inspect_ports, hello and limits (flags override it)")
 	var resolveSpecs listFlag
-	fs.Var(&resolveSpecs, "resolve", "DNS answers, NAME=IP[,IP][,NAME=IP...] (repeatable); without it the DNS check is skipped")
+	fs.Var(&resolveSpecs, "resolve", "DNS answers, NAME=IP[,IP][,NAME=IP...] or @FILE (repeatable); without it the DNS check is skipped")
 	mode := fs.String("mode", "", "enforce or monitor (default: the config's, else enforce): the lines' \"enforced\"")
 	helloTimeout := fs.Duration("hello-timeout", 0, "hello.timeout (default: the config's, else 3s)")
 	helloMax := fs.Int("hello-max-bytes", 0, "hello.max_bytes (default: the config's, else 16384)")
@@ -170,7 +175,11 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 		ro.Engine.HelloMaxBytes = *helloMax
 	}
 	if len(resolveSpecs) > 0 {
-		a, err := replay.ParseAnswers(resolveSpecs...)
+		specs, err := expandAnswerFiles(resolveSpecs)
+		if err != nil {
+			return fail("--resolve: %v", err)
+		}
+		a, err := replay.ParseAnswers(specs...)
 		if err != nil {
 			return fail("--resolve %v", err)
 		}
@@ -208,6 +217,30 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 		return fail("%s: %v", fs.Arg(0), err)
 	}
 	return 0
+}
+
+// expandAnswerFiles replaces each "@FILE" by the NAME=IP items the file
+// holds, one or more a line ("#" starts a comment).
+func expandAnswerFiles(specs []string) ([]string, error) {
+	var out []string
+	for _, s := range specs {
+		path, ok := strings.CutPrefix(s, "@")
+		if !ok {
+			out = append(out, s)
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		for line := range strings.Lines(string(b)) {
+			line, _, _ = strings.Cut(line, "#")
+			if line = strings.TrimSpace(line); line != "" {
+				out = append(out, line)
+			}
+		}
+	}
+	return out, nil
 }
 
 // loadReplayPolicy loads a policy for replay. A policy that fails its own

@@ -15,10 +15,13 @@ import (
 //
 //	"replay":"midstream"      the flow's start is not in the capture
 //	"replay":"capture-ended"  the capture ends before the flow was decided
+//	"replay":"reused"         the engine gave the flow the verdict of an
+//	                          earlier connection on the same 5-tuple, as
+//	                          the daemon does within its linger, unlogged
 //	"replay":"truncated"      the capture cut packets the decision needed
 //	"baseline":{...}          with --baseline: the baseline's decision
 //
-// A line of the first two kinds is not a decision: its verdict, rule and
+// A line of the first three kinds is not a decision: its verdict, rule and
 // reason are empty.
 type output struct {
 	w        *bufio.Writer

@@ -74,6 +74,7 @@ type Summary struct {
 
 	Midstream    int // flows whose start is not in the capture
 	CaptureEnded int // flows still undecided when the capture ends
+	Reused       int // connections given an earlier one's verdict on the same 5-tuple
 	Cut          int // flows that lost packets to the capture's snap length
 
 	// DNSSkipped counts decisions whose DNS check was skipped (no
@@ -153,6 +154,7 @@ type player struct {
 	sum     *Summary
 	engines []*nfq.Engine
 	shards  []*nfq.Shard
+	sinks   []*sink
 	track   *tracker
 	ip      *ipLayer
 	dec     *nfq.Decoder
@@ -235,7 +237,9 @@ func newPlayer(o *output, pols []*policy.Policy, opts *Options) (*player, error)
 			pl.close()
 			return nil, err
 		}
-		e.Shard(0).Attach(discardSink{})
+		sk := &sink{}
+		e.Shard(0).Attach(sk)
+		pl.sinks = append(pl.sinks, sk)
 		pl.engines = append(pl.engines, e)
 		pl.shards = append(pl.shards, e.Shard(0))
 	}
@@ -250,14 +254,14 @@ func (pl *player) close() {
 	}
 }
 
-// discardSink takes the engine's per-packet verdicts: replay follows the
-// flows' decisions through the log, and the tracker plays the connection
-// mark.
-type discardSink struct{}
+// sink takes the engine's per-packet verdicts. Replay follows decisions
+// through the log, and the tracker plays the connection mark; the sink
+// only tells whether the packet just handled got a verdict.
+type sink struct{ verdict bool }
 
-func (discardSink) Pass(uint32)                    {}
-func (discardSink) Verdict(uint32, policy.Verdict) {}
-func (discardSink) Drop(uint32)                    {}
+func (*sink) Pass(uint32)                      {}
+func (s *sink) Verdict(uint32, policy.Verdict) { s.verdict = true }
+func (*sink) Drop(uint32)                      {}
 
 // frame runs one captured frame through the NAT's path.
 func (pl *player) frame(f frame) {
@@ -310,10 +314,37 @@ func (pl *player) frame(f frame) {
 	pl.id++
 	p.ID = pl.id
 	for i, s := range pl.shards {
-		if c.pending&(1<<i) != 0 {
-			s.Handle(p)
-			pl.engines[i].WaitVerifications()
+		if c.pending&(1<<i) == 0 {
+			continue
 		}
+		pl.sinks[i].verdict = false
+		s.Handle(p)
+		pl.engines[i].WaitVerifications()
+		if pl.sinks[i].verdict && c.pending&(1<<i) != 0 {
+			pl.reused(c, i)
+		}
+	}
+}
+
+// reused handles a packet the engine gave a verdict without deciding its
+// flow: the engine still holds (for its linger) the decision of an
+// earlier connection on the same 5-tuple, and gives it to this one
+// without a decision line. The daemon does the same (conntrack starts a
+// new connection, the engine does not): replay says so on a line of its
+// own.
+func (pl *player) reused(c *conn, i int) {
+	first := !c.reused
+	c.reused = true
+	all := pl.track.decided(c, i)
+	switch {
+	case len(pl.pols) == 1:
+		pl.sum.Reused++
+		pl.out.undecided(c, "reused")
+	case all:
+		if first {
+			pl.sum.Reused++
+		}
+		pl.sum.Changes.NotCompared++
 	}
 }
 
@@ -373,7 +404,10 @@ func (pl *player) decision(i int, r *declog.Record) {
 		c.recs = new([2]declog.Record)
 	}
 	c.recs[i] = *r
-	if all {
+	switch {
+	case all && c.reused:
+		pl.sum.Changes.NotCompared++ // the other engine gave it an earlier flow's verdict
+	case all:
 		pl.out.compare(&c.recs[0], &c.recs[1], note)
 	}
 }

@@ -262,6 +262,39 @@ func TestReplayCapture(t *testing.T) {
 			{Dst: "203.0.113.10", Dport: 443, NameFrom: "none", Replay: "capture-ended"},
 		},
 	}, {
+		// conntrack starts a new connection on a closed one's 5-tuple;
+		// the engine, within its linger (10s), gives it the old verdict
+		// without a line. After the linger it decides afresh.
+		name: "a 5-tuple reused after its connection closed",
+		traffic: func(t *testing.T, w *pcapgen.Writer) {
+			port := clientPort()
+			for _, name := range []string{"allowed.example.test", "denied.example.test", "denied.example.test"} {
+				c := w.TCPConn(ap(client, port), ap(server, 443))
+				must(t, c.Handshake())
+				must(t, c.Send(hello(t, name), 0))
+				must(t, c.Close())
+				w.Advance(5 * time.Second)
+			}
+		},
+		want: []want{
+			{Dst: "203.0.113.10", Dport: 443, Name: "allowed.example.test", NameFrom: "sni", Verdict: "allow", Rule: "web", Reason: "rule", DNSCheck: "skipped"},
+			{Dst: "203.0.113.10", Dport: 443, NameFrom: "none", Replay: "reused"},
+			{Dst: "203.0.113.10", Dport: 443, Name: "denied.example.test", NameFrom: "sni", Verdict: "deny", Rule: "blocked", Reason: "rule"},
+		},
+	}, {
+		name: "UDP: one flow while datagrams keep coming, a new one after 30s idle",
+		traffic: func(t *testing.T, w *pcapgen.Writer) {
+			c, s := ap(client, clientPort()), ap(server, 443)
+			for _, gap := range []time.Duration{0, 20 * time.Second, 29 * time.Second, 31 * time.Second} {
+				w.Advance(gap)
+				must(t, w.Frame(pcapgen.UDP(c, s, 1, []byte("not quic at all"))))
+			}
+		},
+		want: []want{
+			{Dst: "203.0.113.10", Dport: 443, NameFrom: "none", Verdict: "deny", Reason: "not-tls-or-http"},
+			{Dst: "203.0.113.10", Dport: 443, NameFrom: "none", Verdict: "deny", Reason: "not-tls-or-http"},
+		},
+	}, {
 		name: "monitor mode: the same decisions, not enforced",
 		opts: Options{Engine: nfq.Config{Mode: nfq.Monitor}},
 		traffic: func(t *testing.T, w *pcapgen.Writer) {
@@ -284,6 +317,13 @@ func TestReplayCapture(t *testing.T) {
 			}
 			if sum.Format != FormatPcap || sum.Packets == 0 {
 				t.Errorf("summary: %+v", sum)
+			}
+			for _, l := range lines {
+				// Capture time drives hello.timeout (3s): the daemon's
+				// ticker decides within a tick (100ms) of it.
+				if l.Reason == "incomplete" && (l.LatencyUS < 3_000_000 || l.LatencyUS > 3_100_000) {
+					t.Errorf("incomplete after %dus, want within a tick of 3s", l.LatencyUS)
+				}
 			}
 		})
 	}

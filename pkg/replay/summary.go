@@ -30,7 +30,7 @@ func (s *Summary) WriteText(w io.Writer) {
 		fmt.Fprintf(&b, "  under the new policy: %d allowed, %d denied%s\n", s.Allowed, s.Denied, reasons(s.DeniedBy))
 	} else {
 		fmt.Fprintf(&b, "replay: %d flows from %s: %d allowed, %d denied", s.Flows, from, s.Allowed, s.Denied)
-		if n := s.Midstream + s.CaptureEnded; n > 0 {
+		if n := s.Midstream + s.CaptureEnded + s.Reused; n > 0 {
 			fmt.Fprintf(&b, ", %d not decided", n)
 		}
 		b.WriteString("\n")
@@ -39,6 +39,10 @@ func (s *Summary) WriteText(w io.Writer) {
 		}
 		if s.Midstream > 0 {
 			fmt.Fprintf(&b, "  %d midstream: the capture lacks the flow's first packet, so nothing was decided (\"replay\":\"midstream\")\n", s.Midstream)
+		}
+		if s.Reused > 0 {
+			fmt.Fprintf(&b, "  %d reused the 5-tuple of a connection decided less than a linger ago: the engine gave them its verdict\n"+
+				"    without a decision line, as the daemon does (\"replay\":\"reused\")\n", s.Reused)
 		}
 		if s.CaptureEnded > 0 {
 			fmt.Fprintf(&b, "  %d undecided when the capture ends (\"replay\":\"capture-ended\")\n", s.CaptureEnded)

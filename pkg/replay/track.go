@@ -66,6 +66,7 @@ type conn struct {
 	replied     bool
 	midstream   bool  // its start is not in the capture: never decided
 	cut         bool  // the capture cut a packet the engine needed
+	reused      bool  // an engine gave it an earlier connection's verdict
 	pending     uint8 // engines (bit i) that have not decided it
 	recs        *[2]declog.Record
 	prev, next  *conn // recency list, most recent first
