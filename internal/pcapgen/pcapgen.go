@@ -18,17 +18,32 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"github.com/egressd/egressd/internal/inetsum"
 )
+
+// Emitter takes the IPv4 packets a Conn writes.
+type Emitter interface {
+	Frame(ip []byte) error
+}
+
+// Collector is an Emitter that keeps copies of the packets.
+type Collector [][]byte
+
+// Frame appends a copy of ip.
+func (c *Collector) Frame(ip []byte) error {
+	*c = append(*c, append([]byte(nil), ip...))
+	return nil
+}
 
 // Writer writes frames to a pcap file with a clock of its own.
 type Writer struct {
-	w     *pcapgo.Writer
-	Now   time.Time // the next frame's timestamp
-	Step  time.Duration
-	buf   []byte
-	ipID  uint16
-	Snap  int  // bytes of each frame written (0: all), to imitate tcpdump -s
-	BadIP bool // write IPv4 header checksums that do not verify
+	w    *pcapgo.Writer
+	Now  time.Time // the next frame's timestamp
+	Step time.Duration
+	buf  []byte
+	ipID uint16
+	Snap int // bytes of each frame written (0: all), to imitate tcpdump -s
 }
 
 // NewWriter writes a pcap header (Ethernet, nanosecond timestamps) and
@@ -84,7 +99,7 @@ func IPv4(src, dst netip.Addr, proto uint8, id uint16, frag uint16, payload []by
 	s, d := src.As4(), dst.As4()
 	copy(b[12:16], s[:])
 	copy(b[16:20], d[:])
-	binary.BigEndian.PutUint16(b[10:12], ^sum(b, 0))
+	binary.BigEndian.PutUint16(b[10:12], ^inetsum.Sum(b, 0))
 	return append(b, payload...)
 }
 
@@ -98,7 +113,7 @@ func TCP(src, dst netip.AddrPort, id uint16, seq, ack uint32, fl Flags, payload 
 	seg[12], seg[13] = 5<<4, byte(fl)
 	binary.BigEndian.PutUint16(seg[14:16], 64240)
 	seg = append(seg, payload...)
-	binary.BigEndian.PutUint16(seg[16:18], ^sum(seg, pseudo(src.Addr(), dst.Addr(), 6, len(seg))))
+	binary.BigEndian.PutUint16(seg[16:18], ^inetsum.Sum(seg, inetsum.Pseudo(src.Addr().As4(), dst.Addr().As4(), 6, len(seg))))
 	return IPv4(src.Addr(), dst.Addr(), 6, id, 0x4000, seg)
 }
 
@@ -109,7 +124,7 @@ func UDP(src, dst netip.AddrPort, id uint16, payload []byte) []byte {
 	binary.BigEndian.PutUint16(seg[2:4], dst.Port())
 	binary.BigEndian.PutUint16(seg[4:6], uint16(8+len(payload)))
 	seg = append(seg, payload...)
-	c := ^sum(seg, pseudo(src.Addr(), dst.Addr(), 17, len(seg)))
+	c := ^inetsum.Sum(seg, inetsum.Pseudo(src.Addr().As4(), dst.Addr().As4(), 17, len(seg)))
 	if c == 0 {
 		c = 0xffff
 	}
@@ -135,43 +150,24 @@ func Fragment(dg []byte, size int) [][]byte {
 	return out
 }
 
-func pseudo(src, dst netip.Addr, proto uint8, n int) uint32 {
-	s, d := src.As4(), dst.As4()
-	var total uint32
-	for i := 0; i < 4; i += 2 {
-		total += uint32(s[i])<<8 | uint32(s[i+1])
-		total += uint32(d[i])<<8 | uint32(d[i+1])
-	}
-	return total + uint32(proto) + uint32(n)
-}
-
-func sum(b []byte, s uint32) uint16 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
-}
-
-// Conn is one TCP connection written to a capture.
+// Conn is one TCP connection written to an Emitter.
 type Conn struct {
-	w                *Writer
+	out              Emitter
 	Client, Server   netip.AddrPort
 	cseq, sseq       uint32
-	BadChecksum      bool // corrupt the next segment's TCP checksum
 	clientID, servID uint16
 }
 
-// TCPConn starts a connection (nothing is written yet).
+// NewConn starts a connection (nothing is written yet); n varies its
+// initial sequence numbers and IP ids.
+func NewConn(out Emitter, client, server netip.AddrPort, n uint16) *Conn {
+	return &Conn{out: out, Client: client, Server: server, cseq: 1000 + uint32(n)*7919, sseq: 5000, clientID: n, servID: n * 3}
+}
+
+// TCPConn starts a connection written to w.
 func (w *Writer) TCPConn(client, server netip.AddrPort) *Conn {
 	w.ipID++
-	return &Conn{w: w, Client: client, Server: server, cseq: 1000 + uint32(w.ipID)*7919, sseq: 5000, clientID: w.ipID, servID: w.ipID * 3}
+	return NewConn(w, client, server, w.ipID)
 }
 
 func (c *Conn) client(fl Flags, payload []byte) error {
@@ -181,18 +177,11 @@ func (c *Conn) client(fl Flags, payload []byte) error {
 		ack = c.sseq
 	}
 	p := TCP(c.Client, c.Server, c.clientID, c.cseq, ack, fl, payload)
-	if c.BadChecksum {
-		p[len(p)-len(payload)-4] ^= 0xff // the TCP checksum's high byte
-		c.BadChecksum = false
-	}
-	if c.w.BadIP {
-		p[10] ^= 0xff
-	}
 	c.cseq += uint32(len(payload))
 	if fl&(SYN|FIN) != 0 {
 		c.cseq++
 	}
-	return c.w.Frame(p)
+	return c.out.Frame(p)
 }
 
 func (c *Conn) server(fl Flags, payload []byte) error {
@@ -202,7 +191,7 @@ func (c *Conn) server(fl Flags, payload []byte) error {
 	if fl&(SYN|FIN) != 0 {
 		c.sseq++
 	}
-	return c.w.Frame(p)
+	return c.out.Frame(p)
 }
 
 // Handshake writes SYN, SYN-ACK and ACK.

@@ -7,6 +7,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/ip4defrag"
 	"github.com/google/gopacket/layers"
+
+	"github.com/egressd/egressd/internal/inetsum"
 )
 
 // IP protocol numbers.
@@ -74,7 +76,7 @@ func (l *ipLayer) packet(b []byte, ts time.Time) (dg []byte, truncated bool) {
 		b = b[:total] // link-layer padding
 	}
 	truncated = len(b) < total
-	if l.verify && checksum(b[:ihl], 0) != 0xffff {
+	if l.verify && inetsum.Sum(b[:ihl], 0) != 0xffff {
 		l.counts.BadChecksum++
 		return nil, false
 	}
@@ -148,7 +150,7 @@ func (l *ipLayer) fragment(b []byte, ts time.Time) []byte {
 	binary.BigEndian.PutUint16(h[4:6], out.Id)
 	h[8], h[9] = out.TTL, byte(out.Protocol)
 	copy(h[12:20], b[12:20])
-	binary.BigEndian.PutUint16(h[10:12], ^checksum(h, 0))
+	binary.BigEndian.PutUint16(h[10:12], ^inetsum.Sum(h, 0))
 	l.out = append(l.out, out.Payload...)
 	return l.out
 }
@@ -178,25 +180,8 @@ func (l *ipLayer) sweep(ts time.Time) {
 	}
 }
 
-// checksum is the Internet checksum's one's-complement sum (RFC 1071),
-// folded to 16 bits, over b and a starting sum.
-func checksum(b []byte, sum uint32) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
-}
-
-// transportChecksumOK checks a whole datagram's TCP or UDP checksum over
-// the pseudo-header (RFC 793 section 3.1, RFC 768). A UDP checksum of 0
-// means none was computed. Other protocols pass.
+// transportChecksumOK checks a whole datagram's TCP or UDP checksum. A UDP
+// checksum of 0 means none was computed (RFC 768). Other protocols pass.
 func transportChecksumOK(dg []byte) bool {
 	ihl := int(dg[0]&0x0f) * 4
 	seg := dg[ihl:]
@@ -216,10 +201,5 @@ func transportChecksumOK(dg []byte) bool {
 	default:
 		return true
 	}
-	var sum uint32
-	for i := 12; i < 20; i += 2 {
-		sum += uint32(dg[i])<<8 | uint32(dg[i+1])
-	}
-	sum += uint32(proto) + uint32(len(seg))
-	return checksum(seg, sum) == 0xffff
+	return inetsum.Sum(seg, inetsum.Pseudo([4]byte(dg[12:16]), [4]byte(dg[16:20]), proto, len(seg))) == 0xffff
 }

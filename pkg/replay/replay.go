@@ -59,6 +59,7 @@ type Counts struct {
 	FragmentsDropped uint64 // fragments refused, or datagrams in progress given up
 	Truncated        uint64 // packets the capture cut short (snap length)
 	Evicted          uint64 // connections forgotten at the table's bound
+	BadTimestamps    uint64 // packets stamped before 1970 or after 2200 (taken as the previous packet's time)
 	TruncatedEnd     bool   // the input ends inside a packet (a capture stopped hard)
 }
 
@@ -163,6 +164,7 @@ type player struct {
 
 	clock, lastTick time.Time
 	tick            time.Duration
+	horizon         time.Duration   // hello.timeout and a tick: the longest a flow waits
 	verifier        *staticVerifier // nil: DNS checks skipped
 	inspect         policy.Options
 }
@@ -244,6 +246,7 @@ func newPlayer(o *output, pols []*policy.Policy, opts *Options) (*player, error)
 		pl.shards = append(pl.shards, e.Shard(0))
 	}
 	pl.tick = pl.engines[0].TickInterval()
+	pl.horizon = pl.engines[0].Config().HelloTimeout + pl.tick
 	pl.out.enforced = pl.engines[0].Config().Mode == nfq.Enforce
 	return pl, nil
 }
@@ -352,6 +355,14 @@ func (pl *player) reused(c *conn, i int) {
 // the way as the daemon's Run would (every TickInterval), so that a flow
 // whose hello never completes is denied when its hello.timeout ends.
 func (pl *player) advance(ts time.Time) {
+	if ts.Before(minTime) || ts.After(maxTime) {
+		// A forged or broken timestamp: keep the clock where it was.
+		pl.sum.BadTimestamps++
+		ts = pl.clock
+		if ts.IsZero() {
+			ts = minTime
+		}
+	}
 	if ts.Before(pl.clock) {
 		ts = pl.clock // time never runs backwards (interleaved interfaces)
 	}
@@ -359,12 +370,14 @@ func (pl *player) advance(ts time.Time) {
 		pl.clock, pl.lastTick = ts, ts
 		return
 	}
-	// Step only while something waits for a deadline; each step costs
-	// next to nothing, and undecided flows are decided within
-	// hello.timeout of their first packet.
+	// Step only while something waits for a deadline, and no further than
+	// the latest one can be (hello.timeout past the last step): each step
+	// costs next to nothing, and a gap of days in the capture costs no
+	// more than a gap of seconds.
+	limit := pl.lastTick.Add(pl.horizon)
 	for pl.track.undecided > 0 {
 		next := pl.lastTick.Add(pl.tick)
-		if next.After(ts) {
+		if next.After(ts) || next.After(limit) {
 			break
 		}
 		pl.clock, pl.lastTick = next, next
@@ -380,6 +393,13 @@ func (pl *player) advance(ts time.Time) {
 		}
 	}
 }
+
+// Timestamps replay believes: from the epoch to well past any capture.
+// Time arithmetic near time.Time's limits wraps around.
+var (
+	minTime = time.Unix(0, 0)
+	maxTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // decision receives engine i's decision line.
 func (pl *player) decision(i int, r *declog.Record) {

@@ -93,6 +93,7 @@ func (s *Summary) packetNotes() string {
 	add(s.FragmentsDropped, "fragments or unfinished datagrams dropped")
 	add(s.Truncated, "cut short by the snap length")
 	add(s.Evicted, "connections forgotten at the table's bound")
+	add(s.BadTimestamps, "with timestamps out of range")
 	return strings.Join(parts, ", ")
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/egressd/egressd/internal/declogtest"
+	"github.com/egressd/egressd/internal/pcapgen"
 	"github.com/egressd/egressd/internal/testenv"
 	"github.com/egressd/egressd/pkg/nfq"
 	"github.com/egressd/egressd/pkg/policy"
@@ -92,22 +93,6 @@ func dial(t *testing.T, l *lab.Lab, network, addr string) net.Conn {
 	return c
 }
 
-func clientHello(t *testing.T, name string) []byte {
-	t.Helper()
-	c, s := net.Pipe()
-	defer s.Close()
-	go func() {
-		tls.Client(c, &tls.Config{ServerName: name, InsecureSkipVerify: true}).Handshake()
-		c.Close()
-	}()
-	b := make([]byte, 2048)
-	n, err := io.ReadAtLeast(s, b, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b[:n]
-}
-
 // flows are the lab traffic: one decision each, in this order.
 var flows = []flow{
 	{"allowed name over TLS (curl)", curl("https://allowed.example.test/", "allowed.example.test", "443", lab.ServerAddr),
@@ -141,7 +126,10 @@ var flows = []flow{
 		dst(lab.ServerAddr, 22, "tcp")},
 	{"half a hello, then nothing: incomplete", func(t *testing.T, l *lab.Lab) {
 		if c := dial(t, l, "tcp", lab.ServerAddr+":443"); c != nil {
-			h := clientHello(t, "allowed.example.test")
+			h, err := pcapgen.ClientHello("allowed.example.test")
+			if err != nil {
+				t.Fatal(err)
+			}
 			c.Write(h[:len(h)/2])
 			io.ReadAll(c) // reset once hello.timeout has passed
 		}
