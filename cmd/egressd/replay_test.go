@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/egressd/egressd/internal/declogtest"
+	"github.com/egressd/egressd/pkg/replay"
 )
 
 // The lab recording pkg/replay's tests use: real clients through the
@@ -119,5 +120,20 @@ func TestReplayUsage(t *testing.T) {
 				t.Errorf("stdout: %q", out)
 			}
 		})
+	}
+}
+
+// TestProgressLine: one line, rewritten in place, at most twice a second.
+func TestProgressLine(t *testing.T) {
+	var b strings.Builder
+	p := newProgress(&b, 200<<20)
+	p(replay.Progress{Bytes: 50 << 20, Flows: 7})
+	p(replay.Progress{Bytes: 60 << 20, Flows: 8}) // within 500ms: not written
+	out := b.String()
+	if !strings.HasPrefix(out, "\r\033[Kreplay: 50.0 MiB of 200.0 MiB (25%), 7 flows, ") || strings.Count(out, "\r") != 1 || strings.Contains(out, "\n") {
+		t.Errorf("progress output %q", out)
+	}
+	if isTerminal(&b) {
+		t.Error("a strings.Builder is a terminal")
 	}
 }

@@ -123,3 +123,25 @@ func TestConnTableBound(t *testing.T) {
 		})
 	}
 }
+
+// TestProgress: the callback sees the input read so far, to its end.
+func TestProgress(t *testing.T) {
+	in := manyFlows(t, 1000, 3000)
+	var calls []Progress
+	_, err := Run(bytes.NewReader(in), io.Discard, mustPolicy(t, testPolicy), nil,
+		Options{Progress: func(p Progress) { calls = append(calls, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) < 2 {
+		t.Fatalf("%d progress calls for %d bytes", len(calls), len(in))
+	}
+	for i := 1; i < len(calls); i++ {
+		if calls[i].Bytes < calls[i-1].Bytes || calls[i].Packets < calls[i-1].Packets {
+			t.Errorf("progress went backwards: %+v then %+v", calls[i-1], calls[i])
+		}
+	}
+	if last := calls[len(calls)-1]; last.Bytes != int64(len(in)) || last.Flows != 1000 {
+		t.Errorf("last progress %+v, input %d bytes", last, len(in))
+	}
+}

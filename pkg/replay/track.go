@@ -100,7 +100,7 @@ type tracker struct {
 }
 
 func newTracker(max int, engines int, inspected func(policy.Proto, uint16) bool, c *Counts) *tracker {
-	return &tracker{conns: make(map[connKey]*conn, min(max, 1<<16)), max: max, all: uint8(1)<<engines - 1, inspected: inspected, counts: c}
+	return &tracker{conns: make(map[connKey]*conn, min(max, 1024)), max: max, all: uint8(1)<<engines - 1, inspected: inspected, counts: c}
 }
 
 // observation is what the tracker makes of one packet.

@@ -29,12 +29,14 @@ func main() {
 	size := flag.String("size", "100MiB", "stop after this many bytes of capture (KiB, MiB, GiB suffixes)")
 	active := flag.Int("concurrent", 256, "flows in progress at once (their packets interleave)")
 	seed := flag.Uint64("seed", 1, "random seed: the same seed writes the same file")
+	reply := flag.Int("reply", 40000, "the largest download after a flow's head, in bytes (downloads are 0..reply)")
 	flag.Parse()
 	limit, err := parseSize(*size)
-	if *out == "" || err != nil || *active < 1 {
-		fmt.Fprintln(os.Stderr, "usage: pcapgen -o FILE [-size 1GiB] [-concurrent 256] [-seed 1]")
+	if *out == "" || err != nil || *active < 1 || *reply < 0 {
+		fmt.Fprintln(os.Stderr, "usage: pcapgen -o FILE [-size 1GiB] [-concurrent 256] [-reply 40000] [-seed 1]")
 		os.Exit(2)
 	}
+	maxReply = *reply
 	if err := generate(*out, limit, *active, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "pcapgen:", err)
 		os.Exit(1)
@@ -65,6 +67,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 var (
+	maxReply   = 40000
 	webServer  = netip.MustParseAddr("203.0.113.10")
 	otherWeb   = netip.MustParseAddr("203.0.113.11")
 	partner    = netip.MustParseAddr("198.51.100.9")
@@ -80,7 +83,7 @@ func flowPackets(r *rand.Rand, n int) ([][]byte, error) {
 	var c pcapgen.Collector
 	host := n / 60000 // a new client address every 60000 flows: no 5-tuple repeats
 	client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(host >> 16), byte(host >> 8), byte(host)}), uint16(2000+n%60000))
-	reply := 2000 + r.IntN(40000)
+	reply := r.IntN(maxReply + 1)
 	conn := func(dst netip.Addr, port uint16) *pcapgen.Conn {
 		return pcapgen.NewConn(&c, client, netip.AddrPortFrom(dst, port), uint16(n))
 	}
