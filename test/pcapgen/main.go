@@ -7,7 +7,18 @@
 // Usage:
 //
 //	go run ./test/pcapgen -o /tmp/big.pcap -size 1GiB
-//	egressd replay --policy test/pcapgen/policy.yaml /tmp/big.pcap > /dev/null
+//	/usr/bin/time -v egressd replay --policy test/pcapgen/policy.yaml \
+//	    --resolve @test/pcapgen/resolve.txt /tmp/big.pcap > /dev/null
+//
+// Measured on the project's machine (2 shared vCPUs, the file in the page
+// cache, median of 3 runs):
+//
+//	-size 1GiB (downloads up to 40 KB): 48689 flows, 1.36M packets:
+//	    1.55 s, 660 MiB/s, 31k flows/s, peak RSS 80 MiB
+//	-size 1GiB -reply 1000: 536168 flows, 4.88M packets:
+//	    7.5 s, 137 MiB/s, 72k flows/s, peak RSS 250 MiB (replay's
+//	    connection table at its bound, 262144)
+//	the second with --baseline (two engines): 11.7 s, peak RSS 530 MiB
 package main
 
 import (
@@ -81,7 +92,7 @@ var (
 // flowPackets writes one flow's packets, of a kind chosen at random.
 func flowPackets(r *rand.Rand, n int) ([][]byte, error) {
 	var c pcapgen.Collector
-	host := n / 60000 // a new client address every 60000 flows: no 5-tuple repeats
+	host := n/60000 + 1 // a new client address every 60000 flows: no 5-tuple repeats
 	client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(host >> 16), byte(host >> 8), byte(host)}), uint16(2000+n%60000))
 	reply := r.IntN(maxReply + 1)
 	conn := func(dst netip.Addr, port uint16) *pcapgen.Conn {
