@@ -34,6 +34,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "explain":
 		return cmdExplain(args[1:], stdout, stderr)
+	case "replay":
+		return cmdReplay(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0
@@ -56,6 +58,8 @@ Usage:
   egressd check POLICY.yaml            validate a policy and run its tests
   egressd explain --policy P --src IP --dst IP --port N [--proto tcp|udp] [--name NAME]
                                        decide one flow, as one decision-log line
+  egressd replay --policy P [--resolve NAME=IP,...] [--baseline OLD] CAPTURE.pcap|LOG.jsonl
+                                       decide captured or logged flows with a policy
   egressd version                      print the version
   egressd help                         this text
 

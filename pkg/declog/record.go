@@ -28,8 +28,8 @@ type Record struct {
 	Latency  time.Duration
 	ECH      bool // written only when true
 	// DNSCheck says how the name was tied to the destination: "verified",
-	// "trusted" (verify_dns disabled), "not-checked" (explain, replay
-	// without --resolve); written only when set.
+	// "trusted" (verify_dns disabled), "not-checked" (explain), "skipped"
+	// (replay without --resolve); written only when set.
 	DNSCheck string
 }
 

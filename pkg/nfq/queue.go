@@ -60,7 +60,7 @@ type QueueStats struct {
 // that go-nfqueue does not export.
 const (
 	nfnlSubsysQueue = 3
-	msgPacket       = nfnlSubsysQueue<<8 | 0 // NFQNL_MSG_PACKET
+	msgPacket       = nfnlSubsysQueue << 8   // NFQNL_MSG_PACKET (0)
 	msgVerdict      = nfnlSubsysQueue<<8 | 1 // NFQNL_MSG_VERDICT
 	msgConfig       = nfnlSubsysQueue<<8 | 2 // NFQNL_MSG_CONFIG
 
