@@ -240,6 +240,15 @@ func (s *Shard) Handle(p *Packet) {
 		s.hold(f, p)
 		return
 	}
+	if p.Truncated {
+		// Longer than the copy range, which holds a whole flow head: the
+		// head is over hello.max_bytes, and its bytes are not all here.
+		if s.hold(f, p) {
+			e.stats.LimitHello.Add(1)
+			s.finishDeny(f, p, policy.ReasonLimit, "packet longer than the copy range")
+		}
+		return
+	}
 	var res classify.Result
 	switch p.Proto {
 	case policy.TCP:

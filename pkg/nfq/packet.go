@@ -3,7 +3,6 @@ package nfq
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -30,6 +29,9 @@ type Packet struct {
 	SYN, ACK, FIN, RST bool
 
 	Payload []byte
+	// Truncated says the queue's copy range cut the packet: Payload is
+	// only its start. The engine denies such a flow head (limit).
+	Truncated bool
 }
 
 // Decoding errors. A packet that fails to decode cannot be part of a
@@ -37,7 +39,6 @@ type Packet struct {
 var (
 	ErrNotIPv4      = errors.New("not an IPv4 packet")
 	ErrFragment     = errors.New("IPv4 fragment")
-	ErrTruncated    = errors.New("packet truncated by the queue's copy range")
 	ErrNotTransport = errors.New("neither TCP nor UDP")
 )
 
@@ -70,10 +71,8 @@ func (d *Decoder) Decode(data []byte, p *Packet) error {
 		return ErrNotIPv4
 	}
 	// The IP total length tells whether the queue copied the whole
-	// packet: a truncated flow head cannot be read correctly.
-	if total := int(binary.BigEndian.Uint16(data[2:4])); total > len(data) {
-		return fmt.Errorf("%w: %d of %d bytes", ErrTruncated, len(data), total)
-	}
+	// packet: the headers are there, the payload is cut.
+	truncated := int(binary.BigEndian.Uint16(data[2:4])) > len(data)
 	// Fragments never reach the queue when conntrack is loaded (it
 	// reassembles them first); a fragment here cannot be classified, and
 	// its transport header may be a lie.
@@ -86,7 +85,7 @@ func (d *Decoder) Decode(data []byte, p *Packet) error {
 	p.Src, _ = netip.AddrFromSlice(d.ip4.SrcIP.To4())
 	p.Dst, _ = netip.AddrFromSlice(d.ip4.DstIP.To4())
 	p.TTL = d.ip4.TTL
-	p.Payload = nil
+	p.Payload, p.Truncated = nil, truncated
 	p.SYN, p.ACK, p.FIN, p.RST, p.Seq = false, false, false, false, 0
 	for _, t := range d.decoded {
 		switch t {

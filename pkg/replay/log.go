@@ -118,6 +118,20 @@ func (rd *redecider) valid(l *logLine) bool {
 
 // decide decides a recorded flow again with p (see the comment at the top
 // of this file).
+// namesOfDst appends to names the policy's literal names that --resolve
+// puts at the flow's destination, leaving out skip (already in names).
+func (rd *redecider) namesOfDst(p *policy.Policy, names []string, skip string) []string {
+	if rd.verifier == nil {
+		return names
+	}
+	for _, n := range p.LiteralNames() {
+		if n != skip && rd.verifier.Contains(n, rd.dst) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
 func (rd *redecider) decide(p *policy.Policy, l *logLine) declog.Record {
 	rec := declog.Record{
 		Time: l.Time, Src: rd.src, SrcPort: l.Sport, Dst: rd.dst, DstPort: l.Dport, Proto: l.Proto,
@@ -143,13 +157,7 @@ func (rd *redecider) decide(p *policy.Policy, l *logLine) declog.Record {
 		if l.NameFrom == "dns" && l.Name != "" {
 			q.DNSNames = append(q.DNSNames, l.Name)
 		}
-		if rd.verifier != nil {
-			for _, n := range p.LiteralNames() {
-				if n != l.Name && rd.verifier.Contains(n, rd.dst) {
-					q.DNSNames = append(q.DNSNames, n)
-				}
-			}
-		}
+		q.DNSNames = rd.namesOfDst(p, q.DNSNames, l.Name)
 		d := p.Decide(q)
 		fill(&rec, d)
 		if rd.verifier == nil && d.DNSName == "" && dnsMatters(p, &rec) {
@@ -169,6 +177,8 @@ func (rd *redecider) decide(p *policy.Policy, l *logLine) declog.Record {
 	case policy.ReasonMalformed.String():
 		return engineDeny(policy.ReasonMalformed)
 	case policy.ReasonNotTLSOrHTTP.String():
+		// As the engine: deny rules meet the nameless flow by address.
+		q.DNSNames = rd.namesOfDst(p, nil, "")
 		if d := p.Decide(q); d.Verdict == policy.Allow && d.Reason == policy.ReasonRule {
 			fill(&rec, d)
 			return rec
@@ -178,6 +188,9 @@ func (rd *redecider) decide(p *policy.Policy, l *logLine) declog.Record {
 	if l.NameFrom == "sni" || l.NameFrom == "quic" || l.NameFrom == "host" {
 		q.Name = l.Name
 		rec.Name, rec.NameFrom = l.Name, l.NameFrom
+	}
+	if q.Name == "" {
+		q.DNSNames = rd.namesOfDst(p, nil, "") // deny rules meet a nameless flow by address
 	}
 	d := p.Decide(q)
 	fill(&rec, d)
