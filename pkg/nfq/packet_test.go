@@ -82,11 +82,11 @@ func TestTruncatedFlowHead(t *testing.T) {
 // FuzzDecode: whatever the queue hands over, Decode returns a packet or an
 // error, never panics, and a decoded payload lies within the input.
 func FuzzDecode(f *testing.F) {
-	f.Add(ipPacket(f, &layers.TCP{SrcPort: 40000, DstPort: 443, Seq: 7, SYN: true, DataOffset: 5}, nil, nil))             // a SYN
+	f.Add(ipPacket(f, &layers.TCP{SrcPort: 40000, DstPort: 443, Seq: 7, SYN: true, DataOffset: 5}, nil, nil))               // a SYN
 	f.Add(ipPacket(f, &layers.TCP{SrcPort: 40000, DstPort: 443, ACK: true, DataOffset: 5}, []byte("\x16\x03\x01..."), nil)) // data
 	f.Add(ipPacket(f, &layers.UDP{SrcPort: 5353, DstPort: 443}, []byte("quic?"), nil))                                      // a datagram
 	f.Add([]byte{0x45, 0, 0, 20, 0, 0, 0x20, 0, 64, 6, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8})                                       // a bare fragment
-	f.Add([]byte{0x4f, 0, 0xff, 0xff})                                                                                       // options longer than the packet
+	f.Add([]byte{0x4f, 0, 0xff, 0xff})                                                                                      // options longer than the packet
 	d := NewDecoder()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var p Packet
