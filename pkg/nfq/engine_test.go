@@ -621,11 +621,36 @@ func (nopSink) Verdict(uint32, policy.Verdict) {}
 func (nopSink) Drop(uint32)                    {}
 
 // BenchmarkFlow is the engine's cost per TLS flow: SYN, then a ClientHello
-// in two segments, decided and logged (to nowhere).
+// in two segments, decided and logged. "log=none" logs nowhere;
+// "log=writing" through a decision-log Writer that writes (to io.Discard);
+// "log=stalled" through one whose output never drains (a stuck journal):
+// the verdict path must cost no more than when the log keeps up.
 func BenchmarkFlow(b *testing.B) {
+	writing := declog.NewWriter(declog.WriterConfig{Outputs: []io.Writer{io.Discard}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go writing.Run(ctx)
+	for _, tc := range []struct {
+		name string
+		log  func(*declog.Record)
+	}{
+		{"log=none", nil},
+		{"log=writing", writing.Log},
+		{"log=stalled", declog.NewWriter(declog.WriterConfig{Outputs: []io.Writer{stalled{}}, Depth: 1024, FoldRate: 10}).Log},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchmarkFlow(b, tc.log) })
+	}
+}
+
+// stalled is an output that never returns.
+type stalled struct{}
+
+func (stalled) Write([]byte) (int, error) { select {} }
+
+func benchmarkFlow(b *testing.B, log func(*declog.Record)) {
 	p, _ := policy.Parse("p.yaml", []byte(labPolicy), policy.Options{})
 	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
-	e, _ := New(Config{Now: clock.Now}, p, 1)
+	e, _ := New(Config{Now: clock.Now, Log: log}, p, 1)
 	s := e.Shard(0)
 	s.Attach(nopSink{})
 	hello := clientHello(b, "allowed.example.test")
