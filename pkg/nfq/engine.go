@@ -240,15 +240,6 @@ func (s *Shard) Handle(p *Packet) {
 		s.hold(f, p)
 		return
 	}
-	if p.Truncated {
-		// Longer than the copy range, which holds a whole flow head: the
-		// head is over hello.max_bytes, and its bytes are not all here.
-		if s.hold(f, p) {
-			e.stats.LimitHello.Add(1)
-			s.finishDeny(f, p, policy.ReasonLimit, "packet longer than the copy range")
-		}
-		return
-	}
 	var res classify.Result
 	switch p.Proto {
 	case policy.TCP:
@@ -270,6 +261,15 @@ func (s *Shard) Handle(p *Packet) {
 		res = f.quic.Feed(p.Payload)
 	}
 	if !s.hold(f, p) {
+		return
+	}
+	if p.Truncated && res.Status == classify.NeedMore {
+		// The queue's copy range cut this packet, and the head goes on
+		// past the cut: its missing bytes will never be seen. (A head
+		// that completes within the copied part is decided as usual: the
+		// bytes after it do not name anything.)
+		e.stats.LimitHello.Add(1)
+		s.finishDeny(f, p, policy.ReasonLimit, "flow head past the copy range")
 		return
 	}
 	switch res.Status {

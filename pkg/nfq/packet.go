@@ -30,7 +30,8 @@ type Packet struct {
 
 	Payload []byte
 	// Truncated says the queue's copy range cut the packet: Payload is
-	// only its start. The engine denies such a flow head (limit).
+	// only its start. A flow head that does not complete within it is
+	// denied (limit).
 	Truncated bool
 }
 

@@ -68,15 +68,26 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestTruncatedFlowHead: a packet cut by the queue's copy range (a large
+// GRO or GSO packet) is read as far as it goes: a head complete within the
+// copied part is decided; one that goes on past the cut is denied.
 func TestTruncatedFlowHead(t *testing.T) {
 	h := newHarness(t, labPolicy, nil)
 	f := h.tcp(server, 443)
 	f.syn()
-	p := f.packet(false, f.isn+1, []byte("\x16\x03\x01"))
+	p := f.packet(false, f.isn+1, clientHello(t, "allowed.example.test")[:300])
 	p.Truncated = true
 	h.s.Handle(p)
 	h.wantVerdict(p.ID, policy.Deny)
 	h.wantLine("deny", "", "limit", "", "none")
+
+	f = h.tcp(server, 80)
+	f.syn()
+	p = f.packet(false, f.isn+1, []byte("POST /upload HTTP/1.1\r\nHost: allowed.example.test\r\nContent-Length: 100000\r\n\r\nbody bytes, cut"))
+	p.Truncated = true
+	h.s.Handle(p)
+	h.wantVerdict(p.ID, policy.Allow)
+	h.wantLine("allow", "web", "rule", "allowed.example.test", "host")
 }
 
 // FuzzDecode: whatever the queue hands over, Decode returns a packet or an

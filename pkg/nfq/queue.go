@@ -144,7 +144,10 @@ func OpenQueue(cfg QueueConfig, shard *Shard) (*Queue, error) {
 	// Room for bursts of new flows before the kernel reports ENOBUFS.
 	_ = q.conn.SetReadBuffer(8 << 20)
 
-	var flags uint32
+	// GSO packets are queued whole, not cut into segments first: a hello
+	// written at once crosses as one packet, one trip to user space. (A
+	// packet longer than the copy range is read as far as it goes.)
+	flags := uint32(nfqueue.NfQaCfgFlagGSO)
 	if cfg.FailOpen {
 		flags |= nfqueue.NfQaCfgFlagFailOpen
 	}
@@ -156,7 +159,7 @@ func OpenQueue(cfg QueueConfig, shard *Shard) (*Queue, error) {
 		{"set copy mode", []netlink.Attribute{{Type: cfgParams, Data: binary.BigEndian.AppendUint32(nil, copyRange)[:4:4]}}},
 		{"set flags", []netlink.Attribute{
 			{Type: cfgFlags, Data: binary.BigEndian.AppendUint32(nil, flags)},
-			{Type: cfgMask, Data: binary.BigEndian.AppendUint32(nil, nfqueue.NfQaCfgFlagFailOpen)},
+			{Type: cfgMask, Data: binary.BigEndian.AppendUint32(nil, nfqueue.NfQaCfgFlagFailOpen|nfqueue.NfQaCfgFlagGSO)},
 			{Type: cfgQueueLen, Data: binary.BigEndian.AppendUint32(nil, cfg.Len)},
 		}},
 	}

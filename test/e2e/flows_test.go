@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -204,5 +205,40 @@ func TestStalledHelloIsIncomplete(t *testing.T) {
 	}
 	if snis := s.Servers.SNIs(); len(snis) != 0 {
 		t.Errorf("the server read a hello from a flow that was never decided: %q", snis)
+	}
+}
+
+// TestAmbiguousHTTP: a request whose name a server could read differently
+// (two Host headers; Host against the absolute URI) is denied malformed,
+// whatever the names say.
+func TestAmbiguousHTTP(t *testing.T) {
+	s := start(t, labPolicy, lab.Rules{}, lab.EgressdOptions{})
+	for _, req := range []string{
+		"GET / HTTP/1.1\r\nHost: allowed.example.test\r\nHost: denied.example.test\r\n\r\n",
+		"GET http://denied.example.test/ HTTP/1.1\r\nHost: allowed.example.test\r\n\r\n",
+	} {
+		c := dial(t, s, lab.ServerAddr+":80")
+		io.WriteString(c, req)
+		d, err := s.E.WaitDecision(byConn(c), 5*time.Second)
+		if err != nil || d.Verdict != "deny" || d.Reason != "malformed" {
+			t.Fatalf("%q: decision %s: %v", req, d, err)
+		}
+		wantReset(t, c)
+	}
+}
+
+// TestBadPolicyAtStart: egressd refuses to start on a bad policy, says
+// where it is wrong, and the rules keep new flows out meanwhile.
+func TestBadPolicyAtStart(t *testing.T) {
+	l := lab.Start(t)
+	if err := l.ApplyRules(lab.Rules{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.StartEgressd(lab.EgressdOptions{Binary: egressdBin, Policy: labPolicy + "  - {src: 198.18.1.2, port: 443, expect: allow, name: \"*.bad\"}\n"})
+	if err == nil || !strings.Contains(err.Error(), "policy.yaml:") || !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("egressd started on a bad policy, or did not say where: %v", err)
+	}
+	if r := l.Curl(context.Background(), "https://allowed.example.test/", "allowed.example.test", "443", lab.ServerAddr, "--max-time", "3"); r.Exit == 0 {
+		t.Fatalf("with egressd refusing to start, a flow passed: %s", r)
 	}
 }
