@@ -233,6 +233,21 @@ func ports16(list []int) []uint16 {
 	return out
 }
 
+// engineConfig is the config's part that the engine takes (the daemon
+// and replay share it). The caller adds the verifier and the log.
+func (c *Config) engineConfig() nfq.Config {
+	m, _ := nfq.ParseMode(c.Mode) // validated with the config
+	return nfq.Config{
+		Mode:          m,
+		InspectTCP:    ports16(c.InspectPorts.TCP),
+		InspectUDP:    ports16(c.InspectPorts.UDP),
+		HelloMaxBytes: c.Hello.MaxBytes,
+		HelloTimeout:  c.Hello.Timeout,
+		MaxFlows:      c.Limits.Flows,
+		MaxHeld:       c.Limits.HeldPackets,
+	}
+}
+
 // policyOptions are the config's parts that change what a policy means.
 func (c *Config) policyOptions() policy.Options {
 	return policy.Options{InspectTCP: ports16(c.InspectPorts.TCP), InspectUDP: ports16(c.InspectPorts.UDP)}

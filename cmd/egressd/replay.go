@@ -125,16 +125,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail("%v", err)
 		}
-		m, _ := nfq.ParseMode(cfg.Mode) // validated with the config
-		ro.Engine = nfq.Config{
-			Mode:          m,
-			InspectTCP:    ports16(cfg.InspectPorts.TCP),
-			InspectUDP:    ports16(cfg.InspectPorts.UDP),
-			HelloMaxBytes: cfg.Hello.MaxBytes,
-			HelloTimeout:  cfg.Hello.Timeout,
-			MaxFlows:      cfg.Limits.Flows,
-			MaxHeld:       cfg.Limits.HeldPackets,
-		}
+		ro.Engine = cfg.engineConfig()
 		if *polPath == "" {
 			*polPath = cfg.Policy
 		}

@@ -166,18 +166,12 @@ func (d *daemon) start(stdout io.Writer) error {
 	})
 	d.metrics = newMetrics(d)
 	d.loadedAt.Store(time.Now())
-	d.engine, err = nfq.New(nfq.Config{
-		Mode:          d.mode,
-		InspectTCP:    ports16(cfg.InspectPorts.TCP),
-		InspectUDP:    ports16(cfg.InspectPorts.UDP),
-		HelloMaxBytes: cfg.Hello.MaxBytes,
-		HelloTimeout:  cfg.Hello.Timeout,
-		MaxFlows:      cfg.Limits.Flows,
-		MaxHeld:       cfg.Limits.HeldPackets,
-		Verifier:      verifier,
-		Log:           func(r *declog.Record) { d.metrics.observe(r); d.decisions.Log(r) },
-		Logger:        log,
-	}, pol, cfg.Queue.Count)
+	ecfg := cfg.engineConfig()
+	ecfg.Mode = d.mode // --mode wins over the config
+	ecfg.Verifier = verifier
+	ecfg.Log = func(r *declog.Record) { d.metrics.observe(r); d.decisions.Log(r) }
+	ecfg.Logger = log
+	d.engine, err = nfq.New(ecfg, pol, cfg.Queue.Count)
 	if err != nil {
 		return err
 	}

@@ -2,12 +2,9 @@ package nfq
 
 import (
 	"context"
-	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -18,6 +15,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/egressd/egressd/internal/pcapgen"
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/policy"
 )
@@ -211,21 +209,11 @@ func (h *harness) wantLine(verdict, rule, reason, name, from string) declog.Reco
 // clientHello returns the ClientHello record Go's crypto/tls sends for name.
 func clientHello(t testing.TB, name string) []byte {
 	t.Helper()
-	c, s := net.Pipe()
-	defer s.Close()
-	go func() {
-		tls.Client(c, &tls.Config{ServerName: name, InsecureSkipVerify: true}).Handshake()
-		c.Close()
-	}()
-	hdr := make([]byte, 5)
-	if _, err := io.ReadFull(s, hdr); err != nil {
+	h, err := pcapgen.ClientHello(name)
+	if err != nil {
 		t.Fatal(err)
 	}
-	body := make([]byte, binary.BigEndian.Uint16(hdr[3:5]))
-	if _, err := io.ReadFull(s, body); err != nil {
-		t.Fatal(err)
-	}
-	return append(hdr, body...)
+	return append([]byte(nil), h...) // pcapgen's is shared; tests change theirs
 }
 
 func TestAllowedHelloHeldThenReleased(t *testing.T) {
