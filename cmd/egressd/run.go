@@ -397,7 +397,9 @@ func (d *daemon) reloadConfig() {
 		d.log.Error("config reload refused; the running config stays", "err", err)
 		return
 	}
+	d.reloadMu.Lock()
 	old := d.cfg
+	d.reloadMu.Unlock()
 	var restart []string
 	for key, same := range map[string]bool{
 		"policy":        cfg.Policy == old.Policy,
@@ -433,7 +435,9 @@ func (d *daemon) reloadConfig() {
 	// Only live keys are taken from the new config.
 	next := *old
 	next.Mode, next.MonitorUntil, next.Log.Level = cfg.Mode, cfg.MonitorUntil, cfg.Log.Level
+	d.reloadMu.Lock() // reload reads d.cfg from the file watcher's goroutine
 	d.cfg = &next
+	d.reloadMu.Unlock()
 	d.applyMonitorUntil(&next)
 }
 

@@ -95,6 +95,9 @@ func start(t *testing.T, policy string, rules lab.Rules, opts lab.EgressdOptions
 				t.Logf("decision: %s", d.Raw)
 			}
 		}
+		if e.DataRace() {
+			t.Errorf("egressd found a data race:\n%s", e.Logs())
+		}
 		if bad := e.NonDecisions(); len(bad) > 0 {
 			t.Errorf("egressd wrote lines to stdout that are not decisions: %q", bad)
 		}

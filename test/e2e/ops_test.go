@@ -245,3 +245,28 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
 }
+
+// TestConfigReload: SIGHUP rereads the config; the mode applies at once,
+// a change that needs a restart is logged as such.
+func TestConfigReload(t *testing.T) {
+	s := start(t, labPolicy, lab.Rules{}, lab.EgressdOptions{})
+	ctx := context.Background()
+	if r := s.Curl(ctx, "https://denied.example.test/", "denied.example.test", "443", lab.ServerAddr); r.Exit == 0 {
+		t.Fatalf("enforce mode let a denied name through: %s", r)
+	}
+	cfg, err := os.ReadFile(s.E.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAtomically(t, s.E.ConfigPath, string(cfg)+"mode: monitor\nhello: {timeout: 5s}\n")
+	s.E.Signal(syscall.SIGHUP)
+	if err := s.E.WaitLog(`"msg":"mode changed"`, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(s.E.Logs(), "config changes that apply only after a restart") || !strings.Contains(s.E.Logs(), "hello") {
+		t.Errorf("the hello change is not reported as needing a restart:\n%s", s.E.Logs())
+	}
+	if r := s.Curl(ctx, "https://denied.example.test/", "denied.example.test", "443", lab.ServerAddr); r.Exit != 0 {
+		t.Fatalf("after switching to monitor mode a denied name is still blocked: %s", r)
+	}
+}

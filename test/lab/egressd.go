@@ -35,7 +35,11 @@ func BuildEgressd(dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "egressd")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/egressd")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "./cmd/egressd")...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/egressd: %v: %s", err, out)
@@ -162,6 +166,10 @@ log: {format: json, level: info}
 	// ip netns exec execs egressd in place: the PID is egressd's.
 	e.cmd = Command(context.Background(), l.NAT, o.Binary, args...)
 	e.cmd.Env = append(os.Environ(), o.Env...)
+	if raceEnabled {
+		// A race stops egressd at once, and the test that caused it fails.
+		e.cmd.Env = append(e.cmd.Env, "GORACE=halt_on_error=1")
+	}
 	stdout, err := e.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -215,6 +223,9 @@ func (e *Egressd) addLog(line string) {
 	close(e.change)
 	e.change = make(chan struct{})
 }
+
+// DataRace reports whether egressd (built with -race) found one.
+func (e *Egressd) DataRace() bool { return strings.Contains(e.Logs(), "WARNING: DATA RACE") }
 
 // Logs returns egressd's stderr so far.
 func (e *Egressd) Logs() string {
