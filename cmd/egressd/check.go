@@ -29,7 +29,8 @@ Flags:
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", checkUsage, stderr)
-	opts := inspectFlags(fs)
+	cfgPath := fs.String("config", "", "the daemon's config file: read inspect_ports from it (and from EGRESSD_* variables)")
+	opts := inspectFlags(fs, cfgPath)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

@@ -12,7 +12,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
-	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/internal/defaults"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
 
@@ -67,20 +68,20 @@ type Config struct {
 	} `mapstructure:"metrics"`
 }
 
-// defaults are design.md's, and what an empty file means.
-func defaults(v *viper.Viper) {
+// setDefaults are design.md's (internal/defaults), and what an empty file means.
+func setDefaults(v *viper.Viper) {
 	v.SetDefault("mode", "enforce")
 	v.SetDefault("policy", "/etc/egressd/policy.yaml")
 	v.SetDefault("fail_open", false)
 	v.SetDefault("queue.first", 0)
-	v.SetDefault("queue.count", 2)
-	v.SetDefault("queue.len", 8192)
-	v.SetDefault("inspect_ports.tcp", []int{80, 443})
-	v.SetDefault("inspect_ports.udp", []int{443})
-	v.SetDefault("hello.max_bytes", 16384)
-	v.SetDefault("hello.timeout", "3s")
-	v.SetDefault("limits.flows", 65536)
-	v.SetDefault("limits.held_packets", 64)
+	v.SetDefault("queue.count", defaults.QueueCount)
+	v.SetDefault("queue.len", defaults.QueueLen)
+	v.SetDefault("inspect_ports.tcp", ints(defaults.InspectTCP))
+	v.SetDefault("inspect_ports.udp", ints(defaults.InspectUDP))
+	v.SetDefault("hello.max_bytes", defaults.HelloMaxBytes)
+	v.SetDefault("hello.timeout", defaults.HelloTimeout.String())
+	v.SetDefault("limits.flows", defaults.MaxFlows)
+	v.SetDefault("limits.held_packets", defaults.MaxHeld)
 	v.SetDefault("verify_dns.enabled", true)
 	v.SetDefault("verify_dns.resolvers", []string{"169.254.169.253:53"})
 	v.SetDefault("verify_dns.cache_max", 100000)
@@ -101,7 +102,7 @@ func defaults(v *viper.Viper) {
 // (unknown keys are errors) and validates.
 func loadConfig(path string) (*Config, error) {
 	v := viper.New()
-	defaults(v)
+	setDefaults(v)
 	v.SetEnvPrefix("EGRESSD")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
@@ -157,7 +158,7 @@ func orEnv(path string) string {
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if _, err := nfq.ParseMode(c.Mode); err != nil {
+	if _, err := engine.ParseMode(c.Mode); err != nil {
 		bad("mode: %v", err)
 	}
 	if c.MonitorUntil != "" {
@@ -225,6 +226,14 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
+func ints(list []uint16) []int {
+	out := make([]int, len(list))
+	for i, p := range list {
+		out[i] = int(p)
+	}
+	return out
+}
+
 func ports16(list []int) []uint16 {
 	out := make([]uint16, len(list))
 	for i, p := range list {
@@ -235,9 +244,9 @@ func ports16(list []int) []uint16 {
 
 // engineConfig is the config's part that the engine takes (the daemon
 // and replay share it). The caller adds the verifier and the log.
-func (c *Config) engineConfig() nfq.Config {
-	m, _ := nfq.ParseMode(c.Mode) // validated with the config
-	return nfq.Config{
+func (c *Config) engineConfig() engine.Config {
+	m, _ := engine.ParseMode(c.Mode) // validated with the config
+	return engine.Config{
 		Mode:          m,
 		InspectTCP:    ports16(c.InspectPorts.TCP),
 		InspectUDP:    ports16(c.InspectPorts.UDP),

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/egressd/egressd/pkg/decide"
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/policy"
 )
@@ -43,7 +44,8 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "", "the name the flow carries (SNI, QUIC SNI or HTTP Host)")
 	from := fs.String("name-from", "", "where the name comes from: sni, host or quic (default: quic for udp, host for tcp/80, else sni)")
 	verbose := fs.Bool("verbose", false, "list every rule considered and why it did or did not match")
-	opts := inspectFlags(fs)
+	cfgPath := fs.String("config", "", "the daemon's config file: read inspect_ports from it (and from EGRESSD_* variables)")
+	opts := inspectFlags(fs, cfgPath)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -62,41 +64,38 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	q := policy.Query{}
-	if q.Src, err = netip.ParseAddr(*src); err != nil {
+	f := decide.Flow{Head: decide.Named}
+	if f.Src, err = netip.ParseAddr(*src); err != nil {
 		return fail("--src %q is not an IP address", *src)
 	}
-	if q.Dst, err = netip.ParseAddr(*dst); err != nil {
+	if f.Dst, err = netip.ParseAddr(*dst); err != nil {
 		return fail("--dst %q is not an IP address", *dst)
 	}
-	q.Src, q.Dst = q.Src.Unmap(), q.Dst.Unmap()
+	f.Src, f.Dst = f.Src.Unmap(), f.Dst.Unmap()
 	if *port > 65535 {
 		return fail("--port %d is outside 1-65535", *port)
 	}
-	q.Port = uint16(*port)
+	f.Port = uint16(*port)
 	var ok bool
-	if q.Proto, ok = policy.ParseProto(*protoS); !ok || q.Proto == policy.ProtoAny {
+	if f.Proto, ok = policy.ParseProto(*protoS); !ok || f.Proto == policy.ProtoAny {
 		return fail("--proto must be tcp or udp, not %q", *protoS)
 	}
-	q.Inspected = o.Inspected(q.Proto, q.Port)
-	rec := declog.Record{
-		Time: time.Now(), Src: q.Src, Dst: q.Dst, DstPort: q.Port,
-		Proto: q.Proto.String(), NameFrom: "none", Enforced: true,
-	}
+	f.Inspected = o.Inspected(f.Proto, f.Port)
+	// explain asks no DNS: on a port without a name, --name is a name the
+	// destination resolves from; on one with a name, what the flow carries.
+	var dns explainDNS
 	if *name != "" {
 		n, err := policy.NormalizeName(*name)
 		if err != nil {
 			return fail("--name %q: %v", *name, err)
 		}
-		rec.Name = n
-		if q.Inspected {
-			q.Name = n
-			rec.NameFrom = nameFrom(*from, q.Proto, q.Port)
-			if rec.NameFrom == "" {
+		if f.Inspected {
+			f.Name, f.From = n, nameFrom(*from, f.Proto, f.Port)
+			if f.From == declog.FromNone {
 				return fail("--name-from must be sni, host or quic, not %q", *from)
 			}
 		} else {
-			q.DNSNames = []string{n}
+			dns = explainDNS{name: n, addr: f.Dst}
 		}
 	}
 	p, err := policy.Load(*file, o)
@@ -107,28 +106,18 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	start := time.Now()
-	var ex policy.Explanation
-	if *verbose {
-		ex = p.Explain(q)
-	} else {
-		ex.Decision = p.Decide(q)
-	}
-	d := ex.Decision
+	var dec decide.Decider
+	out := dec.Decide(p, &f, dns).Resolve(decide.NotChecked)
+	rec := declog.Record{Time: time.Now(), Src: f.Src, Dst: f.Dst, DstPort: f.Port, Proto: f.Proto, Enforced: true}
 	rec.Latency = time.Since(start)
-	rec.Verdict, rec.Rule, rec.Reason = d.Verdict.String(), d.Rule, d.Reason.String()
-	switch {
-	case d.DNSName != "":
-		rec.Name, rec.NameFrom, rec.DNSCheck = d.DNSName, "dns", "not-checked"
-	case !q.Inspected:
-		// The flow carries no name, and none of the rule's names matched
-		// by address.
-		rec.Name, rec.NameFrom = "", "none"
-	case d.Verify:
-		rec.DNSCheck = "not-checked"
-	}
+	out.Fill(&rec)
 	line := rec.AppendJSON(nil)
 	if *verbose {
-		considered, err := json.Marshal(ex.Rules)
+		q := policy.Query{Src: f.Src, Dst: f.Dst, Port: f.Port, Proto: f.Proto, Inspected: f.Inspected, Name: f.Name}
+		if dns.name != "" {
+			q.DNSNames = []string{dns.name}
+		}
+		considered, err := json.Marshal(p.Explain(q).Rules)
 		if err != nil {
 			return fail("%v", err)
 		}
@@ -137,27 +126,42 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 		line = append(line, "}\n"...)
 	}
 	stdout.Write(line)
-	if d.Verdict == policy.Allow {
+	if out.Verdict == policy.Allow {
 		return 0
 	}
 	return 1
 }
 
+// explainDNS is what explain assumes of DNS: that --name, on a port that
+// carries no name, resolves to --dst; nothing else.
+type explainDNS struct {
+	name string
+	addr netip.Addr
+}
+
+func (d explainDNS) Contains(name string, addr netip.Addr) bool {
+	return d.name != "" && name == d.name && addr == d.addr
+}
+
 // nameFrom returns the decision log's name_from for a name on an inspected
 // port: the flag's value, or the usual source for the protocol and port.
-func nameFrom(flagValue string, proto policy.Proto, port uint16) string {
+func nameFrom(flagValue string, proto policy.Proto, port uint16) declog.NameFrom {
 	switch flagValue {
-	case "sni", "host", "quic":
-		return flagValue
+	case "sni":
+		return declog.FromSNI
+	case "host":
+		return declog.FromHost
+	case "quic":
+		return declog.FromQUIC
 	case "":
 	default:
-		return ""
+		return declog.FromNone
 	}
 	switch {
 	case proto == policy.UDP:
-		return "quic"
+		return declog.FromQUIC
 	case port == 80:
-		return "host"
+		return declog.FromHost
 	}
-	return "sni"
+	return declog.FromSNI
 }

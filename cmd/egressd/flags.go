@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/defaults"
 	"github.com/egressd/egressd/pkg/policy"
 )
 
@@ -37,12 +38,30 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	}
 }
 
-// inspectFlags adds --inspect-tcp and --inspect-udp (the config's
-// inspect_ports) and returns a function that reads them as policy options.
-func inspectFlags(fs *flag.FlagSet) func() (policy.Options, error) {
-	tcp := fs.String("inspect-tcp", "80,443", "TCP ports that carry a name (the daemon's inspect_ports.tcp)")
-	udp := fs.String("inspect-udp", "443", "UDP ports that carry a name (the daemon's inspect_ports.udp)")
+// inspectFlags adds --inspect-tcp and --inspect-udp and returns a function
+// that reads what a policy means from them. With cfgPath (a --config flag
+// of the caller's) the ports come from the daemon's config file instead
+// (with its EGRESSD_* overrides); the two are never both given. Without
+// either, the defaults.
+func inspectFlags(fs *flag.FlagSet, cfgPath *string) func() (policy.Options, error) {
+	if cfgPath == nil {
+		cfgPath = new(string)
+	}
+	tcp := fs.String("inspect-tcp", portList(defaults.InspectTCP), "TCP ports that carry a name (the daemon's inspect_ports.tcp)")
+	udp := fs.String("inspect-udp", portList(defaults.InspectUDP), "UDP ports that carry a name (the daemon's inspect_ports.udp)")
 	return func() (policy.Options, error) {
+		if *cfgPath != "" {
+			set := false
+			fs.Visit(func(f *flag.Flag) { set = set || f.Name == "inspect-tcp" || f.Name == "inspect-udp" })
+			if set {
+				return policy.Options{}, errors.New("--config and --inspect-tcp/--inspect-udp both say which ports carry a name: give one")
+			}
+			cfg, err := loadConfig(*cfgPath)
+			if err != nil {
+				return policy.Options{}, err
+			}
+			return cfg.policyOptions(), nil
+		}
 		t, err := parsePortList(*tcp)
 		if err != nil {
 			return policy.Options{}, fmt.Errorf("--inspect-tcp: %w", err)
@@ -53,6 +72,14 @@ func inspectFlags(fs *flag.FlagSet) func() (policy.Options, error) {
 		}
 		return policy.Options{InspectTCP: t, InspectUDP: u}, nil
 	}
+}
+
+func portList(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
 }
 
 // parsePortList reads "80,443" ("" is no ports).

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/egressd/egressd/pkg/declog"
-	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
 
@@ -57,6 +57,7 @@ var (
 	descFlows       = desc("egressd_flows", "Flows in the table now, by state.", "state")
 	descHeld        = desc("egressd_held_packets", "Packets of undecided flows held in the queues now.")
 	descLimits      = desc("egressd_limit_denials_total", "Flows denied at a limit, by limit.", "limit")
+	descEngineErrs  = desc("egressd_engine_errors_total", "Engine faults, each failed closed: conclude (a verdict with no packet in hand that conntrack did not take), internal (a refused flow state change: a bug).", "kind")
 	descQueueErrs   = desc("egressd_queue_errors_total", "Queue socket events: enobufs (the kernel could not deliver), receive, verdict, decode.", "queue", "kind")
 	descQueueDrops  = desc("egressd_queue_dropped_total", "Packets the kernel dropped at a queue (nfnetlink_queue): full queue, or the reader failed.", "queue", "by")
 	descDNS         = desc("egressd_dns_total", "DNS verification: lookups sent, cache hits, mismatches, errors.", "event")
@@ -69,7 +70,7 @@ var (
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDecisions, descShadow, descFlows, descHeld, descLimits, descQueueErrs,
+	for _, d := range []*prometheus.Desc{descDecisions, descShadow, descFlows, descHeld, descLimits, descEngineErrs, descQueueErrs,
 		descQueueDrops, descDNS, descReloads, descPolicyInfo, descPolicyRules, descLogLines, descMode, descBuild} {
 		ch <- d
 	}
@@ -101,6 +102,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descLimits, st.LimitFlows.Load(), "flows")
 	counter(descLimits, st.LimitHello.Load(), "hello_bytes")
 	counter(descLimits, st.LimitVerify.Load(), "dns_in_flight")
+	counter(descEngineErrs, st.ConcludeErrors.Load(), "conclude")
+	counter(descEngineErrs, st.Internal.Load(), "internal")
 	for _, q := range d.queues {
 		n := strconv.Itoa(int(q.Num()))
 		qs := q.Stats()
@@ -131,7 +134,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descLogLines, c.Folded, "folded")
 	counter(descLogLines, c.Failed, "failed")
 	monitor := 0.0
-	if d.engine.Mode() == nfq.Monitor {
+	if d.engine.Mode() == engine.Monitor {
 		monitor = 1
 	}
 	gauge(descMode, monitor)

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 	"github.com/egressd/egressd/pkg/replay"
 )
@@ -104,7 +104,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	helloTimeout := fs.Duration("hello-timeout", 0, "hello.timeout (default: the config's, else 3s)")
 	helloMax := fs.Int("hello-max-bytes", 0, "hello.max_bytes (default: the config's, else 16384)")
 	verify := fs.Bool("verify-checksums", false, "drop packets with bad IPv4, TCP or UDP checksums, as conntrack does")
-	opts := inspectFlags(fs)
+	opts := inspectFlags(fs, nil)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -147,7 +147,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *mode != "" {
-		m, err := nfq.ParseMode(*mode)
+		m, err := engine.ParseMode(*mode)
 		if err != nil {
 			return fail("--mode: %v", err)
 		}

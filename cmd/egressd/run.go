@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/pkg/declog"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/nfq"
 	"github.com/egressd/egressd/pkg/policy"
 	"github.com/egressd/egressd/pkg/resolve"
@@ -73,7 +74,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if *mode != "" {
 		cfg.Mode = *mode
 	}
-	m, err := nfq.ParseMode(cfg.Mode)
+	m, err := engine.ParseMode(cfg.Mode)
 	if err != nil {
 		fmt.Fprintf(stderr, "egressd run: --mode: %v\n", err)
 		return 2
@@ -105,11 +106,12 @@ type daemon struct {
 	modeFlag string // --mode, which wins over the config's mode
 	log      *slog.Logger
 	level    *slog.LevelVar
-	mode     nfq.Mode
+	mode     engine.Mode
 	notify   *notifier
 
-	engine    *nfq.Engine
+	engine    *engine.Engine
 	queues    []*nfq.Queue
+	conntrack *nfq.Conntrack
 	resolver  *resolve.Resolver
 	decisions *declog.Writer
 	files     []io.Closer
@@ -133,7 +135,7 @@ func (d *daemon) start(stdout io.Writer) error {
 	}
 	d.ctx, d.cancel = context.WithCancelCause(context.Background())
 
-	var verifier nfq.Verifier
+	var verifier engine.Verifier
 	if cfg.VerifyDNS.Enabled {
 		r, err := resolve.New(resolve.Config{
 			Servers:  cfg.VerifyDNS.Resolvers,
@@ -171,13 +173,20 @@ func (d *daemon) start(stdout io.Writer) error {
 	ecfg.Verifier = verifier
 	ecfg.Log = func(r *declog.Record) { d.metrics.observe(r); d.decisions.Log(r) }
 	ecfg.Logger = log
-	d.engine, err = nfq.New(ecfg, pol, cfg.Queue.Count)
+	d.engine, err = engine.New(ecfg, pol, cfg.Queue.Count)
 	if err != nil {
 		return err
 	}
+	// Verdicts of flows decided with no packet in hand go to their
+	// connection's mark over ctnetlink.
+	if d.conntrack, err = nfq.DialConntrack(0); err != nil {
+		return err
+	}
+	d.files = append(d.files, d.conntrack)
 	for i := 0; i < cfg.Queue.Count; i++ {
 		q, err := nfq.OpenQueue(nfq.QueueConfig{
 			Num: uint16(cfg.Queue.First + i), Len: uint32(cfg.Queue.Len), FailOpen: cfg.FailOpen,
+			Conntrack: d.conntrack, Logger: log,
 		}, d.engine.Shard(i))
 		if err != nil {
 			return err
@@ -187,10 +196,11 @@ func (d *daemon) start(stdout io.Writer) error {
 	if cfg.FailOpen {
 		// The rules send undecided flows' replies with payload here
 		// (egressd-iptables.sh --fail-open): dropped while egressd runs,
-		// bypassed while it is down.
-		q, err := nfq.OpenQueue(nfq.QueueConfig{
-			Num: uint16(cfg.Queue.First + cfg.Queue.Count), Len: uint32(cfg.Queue.Len), FailOpen: true, DropAll: true,
-		}, d.engine.Shard(0))
+		// bypassed while it is down. It is no shard's: its packets
+		// decide nothing, and no verdict of a flow goes out on it.
+		q, err := nfq.OpenReplyQueue(nfq.QueueConfig{
+			Num: uint16(cfg.Queue.First + cfg.Queue.Count), Len: uint32(cfg.Queue.Len), FailOpen: true, Logger: log,
+		})
 		if err != nil {
 			return err
 		}
@@ -373,12 +383,12 @@ func (d *daemon) applyMonitorUntil(cfg *Config) {
 		d.monitorTimer.Stop()
 		d.monitorTimer = nil
 	}
-	if d.engine.Mode() != nfq.Monitor || cfg.MonitorUntil == "" {
+	if d.engine.Mode() != engine.Monitor || cfg.MonitorUntil == "" {
 		return
 	}
 	until, _ := time.Parse(time.RFC3339, cfg.MonitorUntil) // validated
 	end := func() {
-		d.engine.SetMode(nfq.Enforce)
+		d.engine.SetMode(engine.Enforce)
 		d.log.Warn("monitor_until reached: enforcing the policy from now on", "monitor_until", cfg.MonitorUntil)
 	}
 	if wait := time.Until(until); wait <= 0 {
@@ -428,7 +438,7 @@ func (d *daemon) reloadConfig() {
 	if d.modeFlag != "" {
 		mode = d.modeFlag
 	}
-	if m, err := nfq.ParseMode(mode); err == nil && m != d.engine.Mode() {
+	if m, err := engine.ParseMode(mode); err == nil && m != d.engine.Mode() {
 		d.engine.SetMode(m)
 		d.log.Warn("mode changed", "mode", m.String())
 	}

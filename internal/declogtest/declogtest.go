@@ -1,5 +1,6 @@
-// Package declogtest compares decision logs in tests: the daemon's lines
-// against replay's for the same traffic.
+// Package declogtest reads decision logs in tests: a line in the schema's
+// words (Parse, over declog.Parse), and whole logs compared, the daemon's
+// lines against replay's for the same traffic (Canonical).
 package declogtest
 
 import (
@@ -7,7 +8,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
+	"time"
+
+	"github.com/egressd/egressd/pkg/declog"
 )
 
 // Canonical returns a decision log's lines without the fields that differ
@@ -37,3 +42,69 @@ func Canonical(log []byte) ([]string, error) {
 	slices.Sort(out)
 	return out, sc.Err()
 }
+
+// Words is a decision line read with declog.Parse (strictly), its fields
+// in the words the line spells them with: what tests compare against the
+// schema. Baseline is set on replay --baseline's lines.
+type Words struct {
+	Raw       string
+	Record    declog.Record
+	Time      time.Time
+	Src       string
+	Sport     int
+	Dst       string
+	Dport     int
+	Proto     string
+	Name      string
+	NameFrom  string
+	Verdict   string // "" on replay's lines for flows it could not decide
+	Enforced  bool
+	Rule      string
+	Reason    string
+	LatencyUS int64
+	ECH       bool
+	DNSCheck  string
+	Replay    string
+	Baseline  *Words
+}
+
+// Parse reads one decision line (or replay's line for an undecided flow)
+// into Words; a fold summary or anything else is an error.
+func Parse(line []byte) (Words, error) {
+	l, err := declog.Parse(line)
+	if err != nil {
+		return Words{}, err
+	}
+	if l.Folded > 0 {
+		return Words{}, declog.ErrNotDecision
+	}
+	w := words(&l.Record)
+	w.Raw, w.Replay = string(line), l.Replay
+	if l.Baseline != nil {
+		b := words(l.Baseline)
+		w.Baseline = &b
+	}
+	return w, nil
+}
+
+func words(r *declog.Record) Words {
+	w := Words{
+		Record: *r, Time: r.Time, Src: addr(r.Src), Sport: int(r.SrcPort), Dst: addr(r.Dst), Dport: int(r.DstPort),
+		Proto: r.Proto.String(), Name: r.Name, NameFrom: r.NameFrom.String(), Enforced: r.Enforced, Rule: r.Rule,
+		LatencyUS: r.Latency.Microseconds(), ECH: r.ECH, DNSCheck: r.DNSCheck.String(),
+	}
+	if !r.Undecided {
+		w.Verdict, w.Reason = r.Verdict.String(), r.Reason.String()
+	}
+	return w
+}
+
+func addr(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// String is the line as written.
+func (w Words) String() string { return w.Raw }

@@ -1,36 +1,90 @@
 // Package declog is egressd's decision log: one JSON line per flow, the
 // schema of design.md. The daemon, `egressd explain` and `egressd replay`
-// all write their lines through Record.AppendJSON, so the three cannot
-// drift apart.
+// all write their lines through Record.AppendJSON, and everything that
+// reads a line back (replay, the lab, the tests) reads it with Parse, so
+// the writers and the readers cannot drift apart.
 package declog
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/egressd/egressd/pkg/policy"
 )
 
-// Record is one flow's decision.
+// NameFrom says where a decision's name came from: the decision log's
+// "name_from".
+type NameFrom uint8
+
+const (
+	FromNone NameFrom = iota // the flow carried no name
+	FromSNI                  // TLS ClientHello server_name over TCP
+	FromQUIC                 // the server_name of a ClientHello in QUIC Initial packets
+	FromHost                 // HTTP/1.x Host header
+	FromDNS                  // a rule's literal name whose DNS answers hold the destination, on a port without a name
+)
+
+var nameFromNames = [...]string{FromNone: "none", FromSNI: "sni", FromQUIC: "quic", FromHost: "host", FromDNS: "dns"}
+
+func (f NameFrom) String() string {
+	if int(f) < len(nameFromNames) {
+		return nameFromNames[f]
+	}
+	return fmt.Sprintf("unknown(%d)", uint8(f))
+}
+
+// Read reports whether the name was read from the flow itself (not
+// inferred from DNS).
+func (f NameFrom) Read() bool { return f == FromSNI || f == FromQUIC || f == FromHost }
+
+// DNSCheck says how a decision's name was tied to its destination: the
+// decision log's "dns_check". The zero value is not written.
+type DNSCheck uint8
+
+const (
+	CheckNone       DNSCheck = iota // the decision did not rely on a name
+	CheckVerified                   // the destination is among the name's DNS answers
+	CheckGrace                      // it was, within verify_dns.grace of its TTL
+	CheckTrusted                    // verify_dns is off: the name was taken on trust
+	CheckNotChecked                 // explain: a daemon would have checked it
+	CheckSkipped                    // replay without --resolve: not checked
+)
+
+var checkNames = [...]string{CheckNone: "", CheckVerified: "verified", CheckGrace: "grace", CheckTrusted: "trusted",
+	CheckNotChecked: "not-checked", CheckSkipped: "skipped"}
+
+func (c DNSCheck) String() string {
+	if int(c) < len(checkNames) {
+		return checkNames[c]
+	}
+	return fmt.Sprintf("unknown(%d)", uint8(c))
+}
+
+// Record is one flow's decision. Its fields are typed; they become text
+// only in AppendJSON.
 type Record struct {
 	Time     time.Time
 	Src      netip.Addr
 	SrcPort  uint16 // "sport"; 0 is written as 0 (explain has no source port)
 	Dst      netip.Addr
 	DstPort  uint16 // "dport"
-	Proto    string // tcp | udp
+	Proto    policy.Proto
 	Name     string // "" when the flow carried none
-	NameFrom string // sni | quic | host | dns | none
-	Verdict  string // allow | deny
-	Enforced bool   // false in monitor mode and for shadow rules
-	Rule     string // the deciding rule, or "default"; "" when the engine denied before the policy
-	Reason   string // rule | default | dns-mismatch | dns-error | incomplete | malformed | not-tls-or-http | limit
-	Latency  time.Duration
-	ECH      bool // written only when true
-	// DNSCheck says how the name was tied to the destination: "verified",
-	// "trusted" (verify_dns disabled), "not-checked" (explain), "skipped"
-	// (replay without --resolve); written only when set.
-	DNSCheck string
+	NameFrom NameFrom
+	// Undecided marks a line about a flow that got no decision (replay's
+	// midstream and capture-ended flows): verdict, rule and reason are
+	// then written empty.
+	Undecided bool
+	Verdict   policy.Verdict
+	Enforced  bool   // false in monitor mode and for shadow rules
+	Rule      string // the deciding rule, or "default"; "" when egressd denied before the policy
+	Reason    policy.Reason
+	Latency   time.Duration
+	ECH       bool     // written only when true
+	DNSCheck  DNSCheck // written only when set
 }
 
 // AppendJSON appends the record as one JSON object and a newline, fields in
@@ -46,21 +100,25 @@ func (r *Record) AppendJSON(buf []byte) []byte {
 	buf = appendAddr(buf, r.Dst)
 	buf = append(buf, `","dport":`...)
 	buf = strconv.AppendUint(buf, uint64(r.DstPort), 10)
-	buf = appendField(buf, "proto", r.Proto)
+	buf = appendField(buf, "proto", r.Proto.String())
 	buf = appendField(buf, "name", r.Name)
-	buf = appendField(buf, "name_from", r.NameFrom)
-	buf = appendField(buf, "verdict", r.Verdict)
+	buf = appendField(buf, "name_from", r.NameFrom.String())
+	verdict, reason := r.Verdict.String(), r.Reason.String()
+	if r.Undecided {
+		verdict, reason = "", ""
+	}
+	buf = appendField(buf, "verdict", verdict)
 	buf = append(buf, `,"enforced":`...)
 	buf = strconv.AppendBool(buf, r.Enforced)
 	buf = appendField(buf, "rule", r.Rule)
-	buf = appendField(buf, "reason", r.Reason)
+	buf = appendField(buf, "reason", reason)
 	buf = append(buf, `,"latency_us":`...)
 	buf = strconv.AppendInt(buf, r.Latency.Microseconds(), 10)
 	if r.ECH {
 		buf = append(buf, `,"ech":true`...)
 	}
-	if r.DNSCheck != "" {
-		buf = appendField(buf, "dns_check", r.DNSCheck)
+	if r.DNSCheck != CheckNone {
+		buf = appendField(buf, "dns_check", r.DNSCheck.String())
 	}
 	return append(buf, "}\n"...)
 }

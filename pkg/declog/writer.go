@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/egressd/egressd/pkg/policy"
 )
 
 // WriterConfig configures a Writer. The zero value of each field is the
@@ -89,7 +91,7 @@ func NewWriter(cfg WriterConfig) *Writer {
 
 // Log queues one record. It never blocks and is safe for concurrent use.
 func (w *Writer) Log(r *Record) {
-	if w.cfg.FoldRate > 0 && r.Verdict == "deny" && w.fold(r.Src, r.Time) {
+	if w.cfg.FoldRate > 0 && !r.Undecided && r.Verdict == policy.Deny && w.fold(r.Src, r.Time) {
 		return
 	}
 	bp := w.pool.Get().(*[]byte)

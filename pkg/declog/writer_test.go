@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/pkg/policy"
 )
 
 // gate is an output that blocks every write until opened, like a stalled
@@ -46,7 +48,7 @@ func TestLogPressure(t *testing.T) {
 	const n = 100_000
 	srcs := []netip.Addr{netip.MustParseAddr("10.0.1.7"), netip.MustParseAddr("10.0.1.8"), netip.MustParseAddr("10.0.1.9")}
 	r := sample()
-	r.Verdict, r.Reason = "deny", "default"
+	r.Verdict, r.Reason = policy.Deny, policy.ReasonDefault
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < n; i++ {
@@ -155,7 +157,7 @@ func BenchmarkLogStalled(b *testing.B) {
 func BenchmarkLogFolded(b *testing.B) {
 	w := NewWriter(WriterConfig{Outputs: []any2w{&gate{open: make(chan struct{})}}, FoldRate: 1, FoldBurst: 1})
 	r := sample()
-	r.Verdict = "deny"
+	r.Verdict = policy.Deny
 	b.ReportAllocs()
 	for range b.N {
 		w.Log(&r)

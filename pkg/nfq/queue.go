@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -13,8 +14,33 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
+
+// Marks are the packet-mark bits that carry a verdict. iptables saves them
+// to the connection (CONNMARK --save-mark) and acts on them; the values
+// must match scripts/iptables/egressd-iptables.sh.
+type Marks struct {
+	Allow, Deny, Mask uint32
+}
+
+// DefaultMarks are the marks the iptables script uses by default.
+var DefaultMarks = Marks{Allow: 0x1, Deny: 0x2, Mask: 0x3}
+
+func (m Marks) of(v policy.Verdict) uint32 {
+	if v == policy.Allow {
+		return m.Allow
+	}
+	return m.Deny
+}
+
+func (m Marks) validate() error {
+	if m.Allow&m.Mask == 0 || m.Deny&m.Mask == 0 || m.Allow == m.Deny || m.Allow&^m.Mask != 0 || m.Deny&^m.Mask != 0 {
+		return fmt.Errorf("marks: allow %#x and deny %#x must be distinct, non-zero and within the mask %#x", m.Allow, m.Deny, m.Mask)
+	}
+	return nil
+}
 
 // QueueConfig configures one NFQUEUE reader.
 type QueueConfig struct {
@@ -28,11 +54,14 @@ type QueueConfig struct {
 	// NetNS is a network namespace file descriptor to open the queue in;
 	// 0: the caller's namespace.
 	NetNS int
-	// DropAll makes this the reply queue of fail_open: every packet in it
-	// is a reply with payload of an undecided flow, and is dropped. The
-	// queue exists so that its bypass lets replies through while egressd
-	// is down.
-	DropAll bool
+	// Marks are the verdict marks; zero: DefaultMarks.
+	Marks Marks
+	// Conntrack writes verdicts to connections that have no packet in
+	// hand to carry them (Sink.Conclude); shared by the queues. Required
+	// for a queue with a shard.
+	Conntrack *Conntrack
+	// Logger receives the queue's operational logs; nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // OpError is an error of a queue operation, with the queue's number.
@@ -100,28 +129,56 @@ type Queue struct {
 	conn  *netlink.Conn
 	raw   syscall.RawConn
 	fd    int
-	shard *Shard
-	dec   *Decoder
-	marks Marks
+	shard *engine.Shard // nil: the reply queue of fail_open, which drops all
+	dec   *engine.Decoder
 	stats QueueStats
-	pkt   Packet
+	pkt   engine.Packet
 	buf   []byte
 	bound atomic.Bool
+	log   *slog.Logger
 }
 
 // Bound reports whether the queue is bound and being read.
 func (q *Queue) Bound() bool { return q.bound.Load() }
 
-// OpenQueue opens and binds queue cfg.Num for shard. Run reads it.
-func OpenQueue(cfg QueueConfig, shard *Shard) (*Queue, error) {
-	if cfg.Len == 0 {
-		cfg.Len = 8192
+// OpenQueue opens and binds queue cfg.Num for shard, and becomes the
+// shard's Sink. Run reads it.
+func OpenQueue(cfg QueueConfig, shard *engine.Shard) (*Queue, error) {
+	if shard == nil {
+		return nil, &OpError{Op: "open", Queue: cfg.Num, Err: errors.New("no shard (OpenReplyQueue opens the reply queue)")}
 	}
-	ecfg := shard.e.cfg
+	if cfg.Conntrack == nil {
+		return nil, &OpError{Op: "open", Queue: cfg.Num, Err: errors.New("no conntrack connection for verdicts without a packet")}
+	}
 	// The flow head is all that is read: copying more than a full head
 	// plus maximal IP and TCP headers is wasted work. A longer packet is
 	// seen truncated and its flow denied (limit).
-	copyRange := uint32(ecfg.HelloMaxBytes + 120)
+	return openQueue(cfg, shard, uint32(shard.Engine().Config().HelloMaxBytes+120))
+}
+
+// OpenReplyQueue opens the reply queue of fail_open: the rules
+// (egressd-iptables.sh --fail-open) send it the replies with payload of
+// undecided flows, and every packet in it is dropped. It exists so that
+// its bypass lets those replies through while egressd is down. It belongs
+// to no shard: its packets decide nothing.
+func OpenReplyQueue(cfg QueueConfig) (*Queue, error) {
+	// Only the packet id is read; the header is enough.
+	return openQueue(cfg, nil, 64)
+}
+
+func openQueue(cfg QueueConfig, shard *engine.Shard, copyRange uint32) (*Queue, error) {
+	if cfg.Len == 0 {
+		cfg.Len = 8192
+	}
+	if cfg.Marks == (Marks{}) {
+		cfg.Marks = DefaultMarks
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := cfg.Marks.validate(); err != nil {
+		return nil, &OpError{Op: "open", Queue: cfg.Num, Err: err}
+	}
 	nf, err := nfqueue.Open(&nfqueue.Config{
 		NfQueue: cfg.Num, MaxQueueLen: cfg.Len, MaxPacketLen: copyRange,
 		Copymode: nfqueue.NfQnlCopyPacket, AfFamily: unix.AF_INET, NetNS: cfg.NetNS,
@@ -129,7 +186,7 @@ func OpenQueue(cfg QueueConfig, shard *Shard) (*Queue, error) {
 	if err != nil {
 		return nil, &OpError{Op: "open", Queue: cfg.Num, Err: err}
 	}
-	q := &Queue{cfg: cfg, nf: nf, conn: nf.Con, shard: shard, dec: NewDecoder(), marks: ecfg.Marks,
+	q := &Queue{cfg: cfg, nf: nf, conn: nf.Con, shard: shard, dec: engine.NewDecoder(), log: cfg.Logger,
 		buf: make([]byte, int(copyRange)+4096)}
 	fail := func(op string, err error) (*Queue, error) {
 		nf.Close()
@@ -172,7 +229,9 @@ func OpenQueue(cfg QueueConfig, shard *Shard) (*Queue, error) {
 			return fail(s.op, err)
 		}
 	}
-	shard.Attach(q)
+	if shard != nil {
+		shard.Attach(q)
+	}
 	return q, nil
 }
 
@@ -208,7 +267,7 @@ const maxConsecutiveErrors = 100
 // their clients retransmit) and closes it. It returns nil after ctx is
 // done.
 func (q *Queue) Run(ctx context.Context) error {
-	log := q.shard.e.cfg.Logger
+	log := q.log
 	defer q.nf.Close()
 	defer q.config([]netlink.Attribute{{Type: cfgCmd, Data: []byte{cmdUnbind, 0, 0, unix.AF_INET}}})
 	stop := context.AfterFunc(ctx, func() {
@@ -305,7 +364,7 @@ func (q *Queue) packet(m []byte) {
 		q.stats.RecvErrors.Add(1)
 		return
 	}
-	if q.cfg.DropAll {
+	if q.shard == nil {
 		q.stats.RepliesDropped.Add(1)
 		q.Drop(id)
 		return
@@ -328,11 +387,25 @@ func (q *Queue) Pass(id uint32) { q.verdict(id, nfqueue.NfAccept, 0, false) }
 // sees it again from the top, saves the mark to the connection and acts on
 // it. A repeat without a mark would loop the packet back to us.
 func (q *Queue) Verdict(id uint32, v policy.Verdict) {
-	m := q.marks.Deny
-	if v == policy.Allow {
-		m = q.marks.Allow
+	q.verdict(id, nfqueue.NfRepeat, q.cfg.Marks.of(v), true)
+}
+
+// Conclude sets the verdict mark on a flow's connection, for a flow
+// decided with no packet in hand (engine.Sink).
+// A connection the kernel no longer has needs nothing; one whose mark
+// cannot be set is deleted instead (its next packet is then INVALID to
+// conntrack, which drops it).
+func (q *Queue) Conclude(t engine.Tuple, v policy.Verdict) error {
+	err := q.cfg.Conntrack.SetMark(t, q.cfg.Marks.of(v), q.cfg.Marks.Mask)
+	if err == nil || errors.Is(err, ErrNoConnection) {
+		return nil
 	}
-	q.verdict(id, nfqueue.NfRepeat, m, true)
+	if derr := q.cfg.Conntrack.Delete(t); derr == nil || errors.Is(derr, ErrNoConnection) {
+		q.log.Warn("a connection's verdict mark could not be set; the connection was deleted instead",
+			"src", t.Src, "dst", t.Dst, "dport", t.DstPort, "err", err)
+		return nil
+	}
+	return err
 }
 
 // Drop discards a packet.
@@ -364,6 +437,6 @@ func (q *Queue) verdict(id uint32, verdict int, mark uint32, withMark bool) {
 		// The kernel keeps the packet until the queue is unbound, then
 		// drops it: the flow fails closed and the client retransmits.
 		q.stats.VerdictErrors.Add(1)
-		q.shard.e.cfg.Logger.Error("verdict not delivered", "queue", q.cfg.Num, "packet", id, "err", err)
+		q.log.Error("verdict not delivered", "queue", q.cfg.Num, "packet", id, "err", err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/egressd/egressd/internal/defaults"
 )
 
 // Options are the parts of the daemon's config that change what a policy
@@ -24,14 +26,14 @@ type Options struct {
 
 func (o Options) inspectTCP() []uint16 {
 	if o.InspectTCP == nil {
-		return []uint16{80, 443}
+		return defaults.InspectTCP
 	}
 	return o.InspectTCP
 }
 
 func (o Options) inspectUDP() []uint16 {
 	if o.InspectUDP == nil {
-		return []uint16{443}
+		return defaults.InspectUDP
 	}
 	return o.InspectUDP
 }
@@ -67,6 +69,7 @@ type Policy struct {
 	named    []int32               // rules with domains, in file order
 	byPort   map[portKey][]int32   // inspected proto/port → rules with domains that apply to it
 	lits     []string              // every literal name, sorted (for the resolver)
+	denyLits []string              // the literal names of deny rules, sorted
 }
 
 // nameEntry lists the rules a base name's patterns put in play.
@@ -461,8 +464,15 @@ func (p *Policy) index() {
 	p.lits = make([]string, 0, len(lits))
 	for n := range lits {
 		p.lits = append(p.lits, n)
+		for _, i := range p.literal[n] {
+			if p.rules[i].action == Deny {
+				p.denyLits = append(p.denyLits, n)
+				break
+			}
+		}
 	}
 	slices.Sort(p.lits)
+	slices.Sort(p.denyLits)
 }
 
 // File returns the name the policy was loaded from.
@@ -493,3 +503,8 @@ func (p *Policy) Options() Options { return p.opts }
 // These are the names to resolve ahead of need for ports without a name.
 // The slice must not be modified.
 func (p *Policy) LiteralNames() []string { return p.lits }
+
+// DenyLiteralNames returns the literal names of deny rules (shadow ones
+// included), sorted: the names through whose DNS answers deny rules meet a
+// flow on a port that carries a name. The slice must not be modified.
+func (p *Policy) DenyLiteralNames() []string { return p.denyLits }

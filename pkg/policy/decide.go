@@ -28,8 +28,9 @@ type Query struct {
 
 	// DNSNames are the policy's literal names (LiteralNames) whose current
 	// DNS answers include Dst. Used when not Inspected (every rule's
-	// domains match through them), and when Inspected, not Pending and
-	// Name is "" (deny rules match through them).
+	// domains match through them), and when Inspected and not Pending:
+	// deny rules match through them, a nameless flow outright, a named
+	// one unless its name is verified at Dst (Decision.LieRule).
 	DNSNames []string
 }
 
@@ -58,6 +59,13 @@ type Decision struct {
 	ShadowRule string
 	// ShadowDNSName is DNSName for the shadow rule's match.
 	ShadowDNSName string
+	// LieRule names a deny rule that the flow's name steps around: the
+	// name matches none of the rule's domains, but Dst is among the DNS
+	// answers of one of its literal names (LieDNSName), so a flow without
+	// a name would be denied by it. The allow then holds only if the name
+	// is verified at Dst (Verify is set): a false name must never do
+	// better than no name. Set only on an allow of a named flow.
+	LieRule, LieDNSName string
 }
 
 // tally collects the rules that match a query and picks the decision.
@@ -76,12 +84,14 @@ type Decision struct {
 type tally struct {
 	denyAddr, denyName, allowAddr, allowName int32 // rule indexes; -1 none
 	shadowAddr, shadowName                   int32
+	lie                                      int32 // a deny rule the name steps around (Decision.LieRule)
 	denyAddrDNS, allowAddrDNS, shadowAddrDNS string
+	lieDNS                                   string
 	nameMayMatter                            bool // Pending: a rule with domains applies
 }
 
 func newTally() tally {
-	return tally{denyAddr: -1, denyName: -1, allowAddr: -1, allowName: -1, shadowAddr: -1, shadowName: -1}
+	return tally{denyAddr: -1, denyName: -1, allowAddr: -1, allowName: -1, shadowAddr: -1, shadowName: -1, lie: -1}
 }
 
 // add records a matching rule. byName: it matched through the flow's name;
@@ -114,6 +124,14 @@ func (t *tally) add(i int32, r *rule, byName bool, dnsName string) {
 		if first(t.allowAddr) {
 			t.allowAddr, t.allowAddrDNS = i, dnsName
 		}
+	}
+}
+
+// addLie records a deny rule that matched a named flow only through the
+// DNS answers of its literal name dnsName.
+func (t *tally) addLie(i int32, dnsName string) {
+	if t.lie < 0 || i < t.lie {
+		t.lie, t.lieDNS = i, dnsName
 	}
 }
 
@@ -150,6 +168,11 @@ func (t *tally) decision(p *Policy, q *Query) Decision {
 		d.ShadowRule, d.ShadowDNSName = p.rules[t.shadowAddr].name, t.shadowAddrDNS
 	case t.shadowName >= 0:
 		d.ShadowRule = p.rules[t.shadowName].name
+	}
+	if d.Verdict == Allow && t.lie >= 0 {
+		// Without its name this flow would be denied by that rule, so
+		// the allow rests on the name: it must be true (verified at Dst).
+		d.Verify, d.LieRule, d.LieDNSName = true, p.rules[t.lie].name, t.lieDNS
 	}
 	return d
 }
@@ -192,6 +215,18 @@ func (p *Policy) Decide(q Query) Decision {
 		}
 	case q.Name != "":
 		p.matchName(&t, &q)
+		// A deny rule also meets a named flow by DNS address, as it meets
+		// a nameless one, unless the name proves true (Decision.LieRule):
+		// otherwise any false name would beat a deny list that silence
+		// does not.
+		for _, n := range q.DNSNames {
+			for _, i := range p.literal[n] {
+				r := &p.rules[i]
+				if r.action == Deny && !r.shadow && r.appliesTo(q.Src, q.Port, q.Proto) && (r.cidrs.empty() || r.cidrs.contains(q.Dst)) {
+					t.addLie(i, n)
+				}
+			}
+		}
 	default:
 		// A flow on an inspected port that carries no name (a hello
 		// without SNI, HTTP/1.0 without Host) is allowed only by address,

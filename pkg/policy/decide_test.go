@@ -354,3 +354,51 @@ rules:
 		t.Errorf("an allow rule matched a nameless flow by DNS: %+v", d)
 	}
 }
+
+// TestFalseNameDoesNoBetterThanSilence: under an address allow for every
+// destination and a name deny, a hello without a name to the denied name's
+// address is denied by DNS address; a hello with any other name to that
+// address is allowed only if its name is verified there (Verify, LieRule),
+// so a false name meets the deny rule as silence does.
+func TestFalseNameDoesNoBetterThanSilence(t *testing.T) {
+	p := mustParse(t, `
+version: 1
+default: deny
+rules:
+  - {name: anywhere, cidrs: [0.0.0.0/0], action: allow}
+  - {name: no-paste, domains: [.pastebin.example], action: deny}
+  - {name: paste-trial, domains: [paste2.example], action: deny, shadow: true}
+`)
+	atPaste := []string{"pastebin.example"}
+	for _, tc := range []struct {
+		name     string
+		q        Query
+		verdict  Verdict
+		rule     string
+		verify   bool
+		lieRule  string
+		lieDNS   string
+		dnsName  string
+		shadowed string
+	}{
+		{"no name, at the denied name's address", Query{Name: "", DNSNames: atPaste}, Deny, "no-paste", false, "", "", "pastebin.example", ""},
+		{"another name, at the denied name's address", Query{Name: "foo.example", DNSNames: atPaste}, Allow, "anywhere", true, "no-paste", "pastebin.example", "", ""},
+		{"the denied name itself", Query{Name: "www.pastebin.example", DNSNames: atPaste}, Deny, "no-paste", false, "", "", "", ""},
+		{"another name, elsewhere", Query{Name: "foo.example"}, Allow, "anywhere", false, "", "", "", ""},
+		{"a shadow deny's address is not enforced", Query{Name: "foo.example", DNSNames: []string{"paste2.example"}}, Allow, "anywhere", false, "", "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := tc.q
+			q.Src, q.Dst, q.Port, q.Proto, q.Inspected = client, server, 443, TCP, true
+			d := p.Decide(q)
+			if d.Verdict != tc.verdict || d.Rule != tc.rule || d.Verify != tc.verify || d.LieRule != tc.lieRule ||
+				d.LieDNSName != tc.lieDNS || d.DNSName != tc.dnsName {
+				t.Errorf("decision %+v; want %s by %s, verify %v, lie rule %q (%q), dns name %q",
+					d, tc.verdict, tc.rule, tc.verify, tc.lieRule, tc.lieDNS, tc.dnsName)
+			}
+			if ex := p.Explain(q); ex.Decision != d {
+				t.Errorf("Explain %+v != Decide %+v", ex.Decision, d)
+			}
+		})
+	}
+}

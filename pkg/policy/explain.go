@@ -35,6 +35,8 @@ func (p *Policy) Explain(q Query) Explanation {
 		switch {
 		case m.match:
 			t.add(int32(i), r, m.byName, m.dnsName)
+		case m.lie:
+			t.addLie(int32(i), m.dnsName)
 		case m.pendingName:
 			t.nameMayMatter = true
 		}
@@ -48,6 +50,7 @@ type ruleMatch struct {
 	byName      bool   // matched through the flow's name
 	dnsName     string // matched through this literal name's DNS answers
 	pendingName bool   // everything but the (unread) name matches
+	lie         bool   // a deny rule the flow's name steps around (Decision.LieRule)
 	why         string
 }
 
@@ -111,6 +114,17 @@ func (p *Policy) evalRule(r *rule, q *Query) ruleMatch {
 			return ruleMatch{why: "the flow carries no name; an allow rule with domains needs one"}
 		default:
 			pat, ok := matchingPattern(r, q.Name)
+			if !ok && r.action == Deny && !r.shadow {
+				// As Decide: the deny meets the flow by DNS address unless
+				// its name is verified there.
+				for _, n := range q.DNSNames {
+					if lp, ok := literalPattern(r, n); ok {
+						return ruleMatch{lie: true, dnsName: n, why: fmt.Sprintf(
+							"name %s matches none of its domains, but %s is among the DNS answers of %s (from %q): it denies the flow unless the name is verified at %s",
+							q.Name, q.Dst, n, lp, q.Dst)}
+					}
+				}
+			}
 			if !ok {
 				return ruleMatch{why: fmt.Sprintf("name %s matches none of its domains", q.Name)}
 			}

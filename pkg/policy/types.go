@@ -122,3 +122,16 @@ func (r portRange) String() string {
 	}
 	return fmt.Sprintf("%d-%d", r.lo, r.hi)
 }
+
+// ParseVerdict reads "allow" or "deny".
+func ParseVerdict(s string) (Verdict, bool) { return parseVerdict(s) }
+
+// ParseReason reads a reason as String writes it.
+func ParseReason(s string) (Reason, bool) {
+	for r, n := range reasonNames {
+		if n != "" && n == s {
+			return Reason(r), true
+		}
+	}
+	return 0, false
+}

@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/egressd/egressd/internal/declogtest"
-	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
 
@@ -71,7 +71,7 @@ func canonical(t testing.TB, b []byte) []string {
 
 func TestLabRecording(t *testing.T) {
 	daemon := readFile(t, "testdata/lab/daemon.jsonl")
-	opts := Options{Engine: nfq.Config{HelloTimeout: labHelloTimeout}, Resolve: labAnswers(t)}
+	opts := Options{Engine: engine.Config{HelloTimeout: labHelloTimeout}, Resolve: labAnswers(t)}
 	for _, tc := range []struct {
 		name, input string
 	}{
@@ -104,7 +104,7 @@ func TestLabRecording(t *testing.T) {
 func TestLabRecordingWithoutResolve(t *testing.T) {
 	var out bytes.Buffer
 	sum, err := Run(bytes.NewReader(readFile(t, "testdata/lab/capture.pcap")), &out, labPolicy(t), nil,
-		Options{Engine: nfq.Config{HelloTimeout: labHelloTimeout}})
+		Options{Engine: engine.Config{HelloTimeout: labHelloTimeout}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,5 +129,43 @@ func TestLabRecordingWithoutResolve(t *testing.T) {
 	}
 	if sum.DNSSkipped == 0 {
 		t.Errorf("summary counts no skipped checks: %+v", sum)
+	}
+}
+
+// TestShadowRuleSameFromBothInputs: a shadow deny rule added to the lab's
+// policy is reported the same way whether the flows come from the capture
+// or from the daemon's decision log: the same procedure decides both.
+// (A log line used to replay as the enforced allow, the capture as the
+// shadow deny.)
+func TestShadowRuleSameFromBothInputs(t *testing.T) {
+	text := string(readFile(t, "testdata/lab/policy.yaml")) + `  - name: trial
+    domains: [allowed.example.test, ssh.allowed.test]
+    action: deny
+    shadow: true
+`
+	pol := mustPolicy(t, text)
+	opts := Options{Engine: engine.Config{HelloTimeout: labHelloTimeout}, Resolve: labAnswers(t)}
+	var outs [2][]string
+	for i, input := range []string{"testdata/lab/capture.pcap", "testdata/lab/daemon.jsonl"} {
+		var out bytes.Buffer
+		if _, err := Run(bytes.NewReader(readFile(t, input)), &out, pol, nil, opts); err != nil {
+			t.Fatal(err)
+		}
+		outs[i] = canonical(t, out.Bytes())
+	}
+	if diff := cmp.Diff(outs[0], outs[1]); diff != "" {
+		t.Errorf("(-capture +log):\n%s", diff)
+	}
+	shadowed := 0
+	for _, l := range parseLines(t, []byte(strings.Join(outs[1], "\n"))) {
+		if l.Rule == "trial" {
+			shadowed++
+			if l.Verdict != "deny" || l.Enforced {
+				t.Errorf("a shadow rule's line: %+v", l)
+			}
+		}
+	}
+	if shadowed != 4 { // HTTPS, HTTP and QUIC to allowed.example.test; SSH by name
+		t.Errorf("%d lines name the shadow rule, want 4:\n%s", shadowed, strings.Join(outs[1], "\n"))
 	}
 }

@@ -2,55 +2,37 @@ package replay
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"net/netip"
-	"time"
 
+	"github.com/egressd/egressd/pkg/decide"
 	"github.com/egressd/egressd/pkg/declog"
-	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
 
 // A decision log (the daemon's stdout, JSON lines) is replayed by deciding
-// each recorded flow again from what its line says: addresses, ports,
-// protocol, and the name the daemon read. What a policy cannot change is
-// kept as recorded:
+// each recorded flow again, with the same procedure (pkg/decide) as the
+// daemon and a capture's replay, from what its line says: addresses,
+// ports, protocol, and what the flow's head gave (the name the daemon
+// read, or the reason it could not read one). What a policy cannot change
+// stands as recorded:
 //
-//   - reason limit: a limit of the daemon's (flow table, held packets,
-//     hello bytes), not of the policy;
-//   - incomplete, malformed: the flow head would fail the same way, unless
-//     the new policy decides the flow on its first packet, before reading
-//     the head (a CIDR rule, or no rule with domains for the port);
+//   - reason incomplete, malformed, limit: the head would fail the same
+//     way (and the daemon's limits are not the policy's), unless the new
+//     policy decides the flow on its first packet, before reading the
+//     head;
 //   - not-tls-or-http: denied unless an address rule allows the
-//     destination, exactly as the engine decides it;
-//   - dns-mismatch, dns-error, and dns_check "verified": what DNS said of
-//     this name and destination then. They matter only when the new
-//     policy allows the flow by its name.
+//     destination, as the engine decides it;
+//   - what DNS said then of the name and the destination: dns_check
+//     "verified" or "grace" puts the destination among the name's
+//     answers, dns-mismatch puts it elsewhere, dns-error says DNS could
+//     not say; on a port without a name, name_from "dns" puts the
+//     destination among that name's answers. These matter only where the
+//     new policy allows the flow by its name.
 //
-// A flow the daemon never had to verify (it denied it, or took names on
-// trust) is verified against --resolve, or its check is skipped. On a
-// port without a name, the recorded name_from "dns" says the destination
-// was among that name's answers; the policy's other names match through
-// --resolve only.
-
-// logLine is the part of a decision line replay reads.
-type logLine struct {
-	Time      time.Time `json:"time"`
-	Src       string    `json:"src"`
-	Sport     uint16    `json:"sport"`
-	Dst       string    `json:"dst"`
-	Dport     uint16    `json:"dport"`
-	Proto     string    `json:"proto"`
-	Name      string    `json:"name"`
-	NameFrom  string    `json:"name_from"`
-	Verdict   string    `json:"verdict"`
-	Rule      string    `json:"rule"`
-	Reason    string    `json:"reason"`
-	LatencyUS int64     `json:"latency_us"`
-	ECH       bool      `json:"ech"`
-	DNSCheck  string    `json:"dns_check"`
-}
+// Everything else DNS would have to say comes from --resolve, or the check
+// is skipped.
 
 // maxLogLine bounds one line of a decision log.
 const maxLogLine = 1 << 20
@@ -58,28 +40,26 @@ const maxLogLine = 1 << 20
 func replayLog(br *bufio.Reader, o *output, pols []*policy.Policy, opts *Options, progress func(uint64)) error {
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLogLine)
-	var v *staticVerifier
-	if opts.Resolve != nil {
-		v = &staticVerifier{answers: opts.Resolve, unresolved: o.sum.Unresolved}
-	}
 	rd := redecider{
 		inspect:  policy.Options{InspectTCP: opts.Engine.InspectTCP, InspectUDP: opts.Engine.InspectUDP},
-		verifier: v,
-		enforced: opts.Engine.Mode != nfq.Monitor,
+		enforced: opts.Engine.Mode != engine.Monitor,
+	}
+	if opts.Resolve != nil {
+		rd.static = &staticVerifier{answers: opts.Resolve, unresolved: o.sum.Unresolved}
 	}
 	o.enforced = rd.enforced
 	var recs [2]declog.Record
 	for sc.Scan() {
 		o.sum.LogLines++
-		var l logLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || !rd.valid(&l) {
-			// Operational log lines, blank lines, replay's own
-			// undecided flows: not decisions.
+		l, err := declog.Parse(sc.Bytes())
+		if err != nil || l.Undecided || !l.Src.Is4() || !l.Dst.Is4() || l.DstPort == 0 {
+			// Operational log lines, blank lines, fold summaries,
+			// replay's own undecided flows: not decisions.
 			o.sum.LogSkipped++
 			continue
 		}
 		for i, p := range pols {
-			recs[i] = rd.decide(p, &l)
+			recs[i] = rd.decide(p, &l.Record)
 		}
 		if len(pols) == 1 {
 			o.decision(&recs[0], "")
@@ -99,130 +79,86 @@ func replayLog(br *bufio.Reader, o *output, pols []*policy.Policy, opts *Options
 
 type redecider struct {
 	inspect  policy.Options
-	verifier *staticVerifier // nil: DNS checks skipped
+	static   *staticVerifier // --resolve; nil: DNS checks skipped
 	enforced bool
-	src, dst netip.Addr
-	proto    policy.Proto
-}
-
-// valid parses the line's flow; a line without one is not a decision.
-func (rd *redecider) valid(l *logLine) bool {
-	var err1, err2 error
-	rd.src, err1 = netip.ParseAddr(l.Src)
-	rd.dst, err2 = netip.ParseAddr(l.Dst)
-	var ok bool
-	rd.proto, ok = policy.ParseProto(l.Proto)
-	return err1 == nil && err2 == nil && rd.src.Is4() && rd.dst.Is4() && ok && rd.proto != policy.ProtoAny &&
-		l.Dport != 0 && (l.Verdict == "allow" || l.Verdict == "deny")
+	decider  decide.Decider
 }
 
 // decide decides a recorded flow again with p (see the comment at the top
 // of this file).
-// namesOfDst appends to names the policy's literal names that --resolve
-// puts at the flow's destination, leaving out skip (already in names).
-func (rd *redecider) namesOfDst(p *policy.Policy, names []string, skip string) []string {
-	if rd.verifier == nil {
-		return names
-	}
-	for _, n := range p.LiteralNames() {
-		if n != skip && rd.verifier.Contains(n, rd.dst) {
-			names = append(names, n)
-		}
-	}
-	return names
-}
-
-func (rd *redecider) decide(p *policy.Policy, l *logLine) declog.Record {
-	rec := declog.Record{
-		Time: l.Time, Src: rd.src, SrcPort: l.Sport, Dst: rd.dst, DstPort: l.Dport, Proto: l.Proto,
-		NameFrom: "none", Enforced: rd.enforced, Latency: time.Duration(l.LatencyUS) * time.Microsecond, ECH: l.ECH,
-	}
-	kept := func() declog.Record {
-		rec.Verdict, rec.Rule, rec.Reason = l.Verdict, l.Rule, l.Reason
-		rec.Name, rec.NameFrom, rec.DNSCheck = l.Name, l.NameFrom, l.DNSCheck
-		return rec
-	}
-	engineDeny := func(reason policy.Reason) declog.Record {
-		rec.Verdict, rec.Rule, rec.Reason, rec.DNSCheck = "deny", "", reason.String(), ""
-		if l.NameFrom == "sni" || l.NameFrom == "quic" || l.NameFrom == "host" {
-			rec.Name, rec.NameFrom = l.Name, l.NameFrom
-		}
-		return rec
-	}
-	if l.Reason == policy.ReasonLimit.String() {
-		return kept()
-	}
-	q := policy.Query{Src: rd.src, Dst: rd.dst, Port: l.Dport, Proto: rd.proto, Inspected: rd.inspect.Inspected(rd.proto, l.Dport)}
-	if !q.Inspected {
-		if l.NameFrom == "dns" && l.Name != "" {
-			q.DNSNames = append(q.DNSNames, l.Name)
-		}
-		q.DNSNames = rd.namesOfDst(p, q.DNSNames, l.Name)
-		d := p.Decide(q)
-		fill(&rec, d)
-		if rd.verifier == nil && d.DNSName == "" && dnsMatters(p, &rec) {
-			rec.DNSCheck = "skipped"
-		}
-		return rec
-	}
-	pq := q
-	pq.Pending = true
-	if d := p.Decide(pq); d.Final {
-		fill(&rec, d) // decided on the first packet: the head is not read
-		return rec
-	}
-	switch l.Reason {
-	case policy.ReasonIncomplete.String():
-		return engineDeny(policy.ReasonIncomplete)
-	case policy.ReasonMalformed.String():
-		return engineDeny(policy.ReasonMalformed)
-	case policy.ReasonNotTLSOrHTTP.String():
-		// As the engine: deny rules meet the nameless flow by address.
-		q.DNSNames = rd.namesOfDst(p, nil, "")
-		if d := p.Decide(q); d.Verdict == policy.Allow && d.Reason == policy.ReasonRule {
-			fill(&rec, d)
-			return rec
-		}
-		return engineDeny(policy.ReasonNotTLSOrHTTP)
-	}
-	if l.NameFrom == "sni" || l.NameFrom == "quic" || l.NameFrom == "host" {
-		q.Name = l.Name
-		rec.Name, rec.NameFrom = l.Name, l.NameFrom
-	}
-	if q.Name == "" {
-		q.DNSNames = rd.namesOfDst(p, nil, "") // deny rules meet a nameless flow by address
-	}
-	d := p.Decide(q)
-	fill(&rec, d)
-	if d.Verdict != policy.Allow || !d.Verify {
-		return rec
-	}
-	// An allow that relies on the name: tie it to the destination.
+func (rd *redecider) decide(p *policy.Policy, l *declog.Record) declog.Record {
+	f := decide.Flow{Src: l.Src, Dst: l.Dst, Port: l.DstPort, Proto: l.Proto, Inspected: rd.inspect.Inspected(l.Proto, l.DstPort)}
 	switch {
-	case l.DNSCheck == "verified":
-		rec.DNSCheck = "verified"
-	case l.Reason == policy.ReasonDNSMismatch.String():
-		return engineDeny(policy.ReasonDNSMismatch)
-	case l.Reason == policy.ReasonDNSError.String():
-		return engineDeny(policy.ReasonDNSError)
-	case rd.verifier == nil:
-		rec.DNSCheck = "skipped"
-	case rd.verifier.Contains(q.Name, rd.dst):
-		rec.DNSCheck = "verified"
+	case l.Verdict == policy.Deny && l.Reason == policy.ReasonIncomplete:
+		f.Head = decide.Incomplete
+	case l.Verdict == policy.Deny && l.Reason == policy.ReasonMalformed:
+		f.Head = decide.Malformed
+	case l.Verdict == policy.Deny && l.Reason == policy.ReasonLimit:
+		f.Head = decide.Limit
+	case l.Verdict == policy.Deny && l.Reason == policy.ReasonNotTLSOrHTTP:
+		f.Head = decide.NotTLSOrHTTP
 	default:
-		if _, known := rd.verifier.answers[q.Name]; !known {
-			rd.verifier.noteUnresolved(q.Name)
-			return engineDeny(policy.ReasonDNSError)
-		}
-		return engineDeny(policy.ReasonDNSMismatch)
+		f.Head = decide.Named
 	}
+	if l.NameFrom.Read() {
+		f.Name, f.From, f.ECH = l.Name, l.NameFrom, l.ECH
+	}
+	dns := lineDNS{line: l, static: rd.static}
+	o := rd.decider.Decide(p, &f, dns)
+	if o.Verify {
+		o = o.Resolve(dns.answer(f.Name))
+	}
+	rec := declog.Record{
+		Time: l.Time, Src: l.Src, SrcPort: l.SrcPort, Dst: l.Dst, DstPort: l.DstPort, Proto: l.Proto,
+		Enforced: rd.enforced, Latency: l.Latency,
+	}
+	o.Fill(&rec)
 	return rec
 }
 
-// fill sets a line's decision from the policy's, as the engine does.
-func fill(rec *declog.Record, d policy.Decision) {
-	rec.Verdict, rec.Rule, rec.Reason = d.Verdict.String(), d.Rule, d.Reason.String()
-	if d.DNSName != "" {
-		rec.Name, rec.NameFrom, rec.DNSCheck = d.DNSName, "dns", "verified"
+// lineDNS is what a decision line says of DNS, with --resolve for the
+// rest (decide.DNS).
+type lineDNS struct {
+	line   *declog.Record
+	static *staticVerifier
+}
+
+func (d lineDNS) Contains(name string, addr netip.Addr) bool {
+	l := d.line
+	if addr == l.Dst && name == l.Name && name != "" {
+		switch {
+		case l.NameFrom == declog.FromDNS:
+			return true // the daemon matched the name by the destination's DNS answers
+		case l.NameFrom.Read() && (l.DNSCheck == declog.CheckVerified || l.DNSCheck == declog.CheckGrace):
+			return true // the daemon verified the name at the destination
+		case l.NameFrom.Read() && (l.Reason == policy.ReasonDNSMismatch || l.Reason == policy.ReasonDNSError):
+			return false // the daemon found it elsewhere, or could not tell
+		}
 	}
+	return d.static != nil && d.static.Contains(name, addr)
+}
+
+// answer is DNS's answer for an allow that rests on name, which the line
+// and --resolve did not settle in Contains.
+func (d lineDNS) answer(name string) decide.Answer {
+	l := d.line
+	if name == l.Name && l.NameFrom.Read() {
+		switch l.Reason {
+		case policy.ReasonDNSMismatch:
+			return decide.Mismatch
+		case policy.ReasonDNSError:
+			return decide.Error
+		}
+	}
+	switch {
+	case d.static == nil:
+		return decide.Skipped
+	case d.static.Contains(name, l.Dst):
+		return decide.Match
+	}
+	if _, known := d.static.answers[name]; !known {
+		d.static.noteUnresolved(name)
+		return decide.Error
+	}
+	return decide.Mismatch
 }

@@ -43,9 +43,12 @@ rules:
 		opts               Options
 		want               want
 	}{
-		{"limit is the daemon's, kept", cidrPolicy,
+		{"limit is the daemon's, kept while the name matters", testPolicy,
 			logLineFor("203.0.113.10", 443, "tcp", "", "none", "deny", "", "limit", ""), Options{},
 			want{Dst: "203.0.113.10", Dport: 443, NameFrom: "none", Verdict: "deny", Reason: "limit"}},
+		{"limit, but a CIDR rule now decides on the SYN, before any limit", cidrPolicy,
+			logLineFor("203.0.113.10", 443, "tcp", "", "none", "deny", "", "limit", ""), Options{},
+			want{Dst: "203.0.113.10", Dport: 443, NameFrom: "none", Verdict: "allow", Rule: "cidr-allow", Reason: "rule"}},
 		{"incomplete stays incomplete while the name matters", testPolicy,
 			logLineFor("203.0.113.10", 443, "tcp", "", "none", "deny", "", "incomplete", ""), Options{},
 			want{Dst: "203.0.113.10", Dport: 443, NameFrom: "none", Verdict: "deny", Reason: "incomplete"}},

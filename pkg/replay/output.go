@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/egressd/egressd/pkg/declog"
+	"github.com/egressd/egressd/pkg/policy"
 )
 
 // output writes replay's lines: the decision log's schema, through
@@ -55,13 +56,13 @@ func (o *output) decision(r *declog.Record, note string) {
 
 func (o *output) count(r *declog.Record) {
 	switch r.Verdict {
-	case "allow":
+	case policy.Allow:
 		o.sum.Allowed++
-	case "deny":
+	case policy.Deny:
 		o.sum.Denied++
-		o.sum.DeniedBy[r.Reason]++
+		o.sum.DeniedBy[r.Reason.String()]++
 	}
-	if r.DNSCheck == "skipped" {
+	if r.DNSCheck == declog.CheckSkipped {
 		o.sum.DNSSkipped++
 	}
 }
@@ -75,8 +76,8 @@ func (o *output) undecided(c *conn, note string) {
 	}
 	r := declog.Record{
 		Time: c.first, Src: netip.AddrFrom4(c.key.client), SrcPort: c.key.cport,
-		Dst: netip.AddrFrom4(c.key.server), DstPort: c.key.sport, Proto: c.key.proto.String(),
-		NameFrom: "none", Enforced: o.enforced,
+		Dst: netip.AddrFrom4(c.key.server), DstPort: c.key.sport, Proto: c.key.proto,
+		Undecided: true, Enforced: o.enforced,
 	}
 	o.line = appendField(r.AppendJSON(o.line[:0]), "replay", note)
 	o.write(o.w, o.line)
@@ -96,10 +97,10 @@ func (o *output) compare(cur, base *declog.Record, note string) {
 	o.line = cur.AppendJSON(o.line[:0])
 	o.line = append(o.line[:len(o.line)-2], `,"baseline":{"name":`...)
 	o.line = declog.AppendString(o.line, base.Name)
-	o.line = appendKV(o.line, "name_from", base.NameFrom)
-	o.line = appendKV(o.line, "verdict", base.Verdict)
+	o.line = appendKV(o.line, "name_from", base.NameFrom.String())
+	o.line = appendKV(o.line, "verdict", base.Verdict.String())
 	o.line = appendKV(o.line, "rule", base.Rule)
-	o.line = appendKV(o.line, "reason", base.Reason)
+	o.line = appendKV(o.line, "reason", base.Reason.String())
 	if note != "" {
 		o.line = append(o.line, `},"replay":`...)
 		o.line = declog.AppendString(o.line, note)
@@ -107,7 +108,7 @@ func (o *output) compare(cur, base *declog.Record, note string) {
 	} else {
 		o.line = append(o.line, "}}\n"...)
 	}
-	if cur.Verdict == "deny" {
+	if cur.Verdict == policy.Deny {
 		ch.NewlyDenied++
 		ch.DeniedBy[ruleOf(cur)]++
 		o.write(o.w, o.line)
@@ -135,7 +136,7 @@ func ruleOf(r *declog.Record) string {
 	if r.Rule != "" {
 		return r.Rule
 	}
-	return "(" + r.Reason + ")"
+	return "(" + r.Reason.String() + ")"
 }
 
 func (o *output) write(w *bufio.Writer, b []byte) {

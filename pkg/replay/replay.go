@@ -11,8 +11,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/egressd/egressd/pkg/decide"
 	"github.com/egressd/egressd/pkg/declog"
-	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
 
@@ -22,7 +23,7 @@ type Options struct {
 	// Engine is the daemon's engine configuration (mode, inspect_ports,
 	// hello limits, limits). Its Verifier, Log, Now and Logger are
 	// replay's own: what is set there is ignored.
-	Engine nfq.Config
+	Engine engine.Config
 	// Resolve are the DNS answers names are checked against. nil: the
 	// check is skipped; names are taken as if verified and each such
 	// line says "dns_check":"skipped".
@@ -153,13 +154,13 @@ type player struct {
 	pols    []*policy.Policy
 	out     *output
 	sum     *Summary
-	engines []*nfq.Engine
-	shards  []*nfq.Shard
+	engines []*engine.Engine
+	shards  []*engine.Shard
 	sinks   []*sink
 	track   *tracker
 	ip      *ipLayer
-	dec     *nfq.Decoder
-	pkt     nfq.Packet
+	dec     *engine.Decoder
+	pkt     engine.Packet
 	id      uint32
 
 	clock, lastTick time.Time
@@ -214,7 +215,7 @@ func replayCapture(format Format, br *bufio.Reader, o *output, pols []*policy.Po
 const maxConns = 262144
 
 func newPlayer(o *output, pols []*policy.Policy, opts *Options) (*player, error) {
-	pl := &player{opts: opts, pols: pols, out: o, sum: o.sum, dec: nfq.NewDecoder()}
+	pl := &player{opts: opts, pols: pols, out: o, sum: o.sum, dec: engine.NewDecoder()}
 	pl.ip = newIPLayer(opts.VerifyChecksums, &pl.sum.Counts)
 	pl.inspect = policy.Options{InspectTCP: opts.Engine.InspectTCP, InspectUDP: opts.Engine.InspectUDP}
 	if opts.Resolve != nil {
@@ -227,14 +228,14 @@ func newPlayer(o *output, pols []*policy.Policy, opts *Options) (*player, error)
 	pl.track = newTracker(max, len(pols), pl.inspect.Inspected, &pl.sum.Counts)
 	for i, p := range pols {
 		cfg := opts.Engine
-		cfg.Verifier = nil
+		cfg.Verifier, cfg.Unchecked = nil, decide.Skipped
 		if pl.verifier != nil {
 			cfg.Verifier = pl.verifier
 		}
 		cfg.Log = func(r *declog.Record) { pl.decision(i, r) }
 		cfg.Now = func() time.Time { return pl.clock }
 		cfg.Logger = slog.New(slog.DiscardHandler)
-		e, err := nfq.New(cfg, p, 1)
+		e, err := engine.New(cfg, p, 1)
 		if err != nil {
 			pl.close()
 			return nil, err
@@ -247,7 +248,7 @@ func newPlayer(o *output, pols []*policy.Policy, opts *Options) (*player, error)
 	}
 	pl.tick = pl.engines[0].TickInterval()
 	pl.horizon = pl.engines[0].Config().HelloTimeout + pl.tick
-	pl.out.enforced = pl.engines[0].Config().Mode == nfq.Enforce
+	pl.out.enforced = pl.engines[0].Config().Mode == engine.Enforce
 	return pl, nil
 }
 
@@ -265,6 +266,10 @@ type sink struct{ verdict bool }
 func (*sink) Pass(uint32)                      {}
 func (s *sink) Verdict(uint32, policy.Verdict) { s.verdict = true }
 func (*sink) Drop(uint32)                      {}
+
+// Conclude is a verdict without a packet: the decision line tells the
+// tracker.
+func (*sink) Conclude(engine.Tuple, policy.Verdict) error { return nil }
 
 // frame runs one captured frame through the NAT's path.
 func (pl *player) frame(f frame) {
@@ -287,7 +292,7 @@ func (pl *player) frame(f frame) {
 		}
 	} else {
 		if err := pl.dec.Decode(dg, p); err != nil {
-			if errors.Is(err, nfq.ErrNotTransport) {
+			if errors.Is(err, engine.ErrNotTransport) {
 				pl.sum.NotTCPUDP++
 			} else {
 				pl.sum.Malformed++
@@ -403,7 +408,7 @@ var (
 
 // decision receives engine i's decision line.
 func (pl *player) decision(i int, r *declog.Record) {
-	k := connKey{client: r.Src.As4(), server: r.Dst.As4(), cport: r.SrcPort, sport: r.DstPort, proto: protoOf(r.Proto)}
+	k := connKey{client: r.Src.As4(), server: r.Dst.As4(), cport: r.SrcPort, sport: r.DstPort, proto: r.Proto}
 	c := pl.track.conns[k]
 	pl.markDNS(pl.pols[i], r)
 	note := ""
@@ -432,19 +437,17 @@ func (pl *player) decision(i int, r *declog.Record) {
 	}
 }
 
-// markDNS says on a line when a DNS check it depends on was skipped: a
-// name taken on trust, or, on a port without a name, rules whose names
-// match by DNS answers replay does not have.
+// markDNS says on a line when a DNS check it depends on was skipped: on
+// a port without a name, rules whose names match by DNS answers replay
+// does not have. (A name an allow rests on is skipped by the engine
+// itself: Unchecked.)
 func (pl *player) markDNS(p *policy.Policy, r *declog.Record) {
 	if pl.verifier != nil {
 		return
 	}
-	switch {
-	case r.DNSCheck == "trusted":
-		r.DNSCheck = "skipped"
-	case r.DNSCheck == "" && r.Verdict != "" && r.Reason != policy.ReasonLimit.String() &&
-		!pl.inspect.Inspected(protoOf(r.Proto), r.DstPort) && dnsMatters(p, r):
-		r.DNSCheck = "skipped"
+	if r.DNSCheck == declog.CheckNone && !r.Undecided && r.Reason != policy.ReasonLimit &&
+		!pl.inspect.Inspected(r.Proto, r.DstPort) && dnsMatters(p, r) {
+		r.DNSCheck = declog.CheckSkipped
 	}
 }
 
@@ -457,16 +460,11 @@ func dnsMatters(p *policy.Policy, r *declog.Record) bool {
 	if len(names) == 0 {
 		return false
 	}
-	q := policy.Query{Src: r.Src, Dst: r.Dst, Port: r.DstPort, Proto: protoOf(r.Proto)}
+	q := policy.Query{Src: r.Src, Dst: r.Dst, Port: r.DstPort, Proto: r.Proto}
 	none := p.Decide(q)
 	q.DNSNames = names
 	all := p.Decide(q)
 	return none.Verdict != all.Verdict || none.Rule != all.Rule
-}
-
-func protoOf(s string) policy.Proto {
-	p, _ := policy.ParseProto(s)
-	return p
 }
 
 // finish reports the flows still undecided when the capture ends, in the
@@ -493,10 +491,10 @@ func (pl *player) finish() {
 // peekHeaders fills p from a packet the capture cut short: addresses,
 // ports and TCP flags when they are there. hasPayload comes from the IP
 // and TCP lengths. It reports false when not even that much was captured.
-func peekHeaders(dg []byte, p *nfq.Packet, hasPayload *bool, c *Counts) bool {
+func peekHeaders(dg []byte, p *engine.Packet, hasPayload *bool, c *Counts) bool {
 	ihl := int(dg[0]&0x0f) * 4
 	total := int(binary.BigEndian.Uint16(dg[2:4]))
-	*p = nfq.Packet{Src: netip.AddrFrom4([4]byte(dg[12:16])), Dst: netip.AddrFrom4([4]byte(dg[16:20]))}
+	*p = engine.Packet{Src: netip.AddrFrom4([4]byte(dg[12:16])), Dst: netip.AddrFrom4([4]byte(dg[16:20]))}
 	seg := dg[ihl:]
 	switch dg[9] {
 	case protoTCP:

@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/pkg/declog"
-	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
 
@@ -28,7 +28,7 @@ func (k connKey) reverse() connKey {
 	return connKey{client: k.server, server: k.client, cport: k.sport, sport: k.cport, proto: k.proto}
 }
 
-func keyOfPacket(p *nfq.Packet) connKey {
+func keyOfPacket(p *engine.Packet) connKey {
 	return connKey{client: p.Src.As4(), server: p.Dst.As4(), cport: p.SrcPort, sport: p.DstPort, proto: p.Proto}
 }
 
@@ -112,7 +112,7 @@ type observation struct {
 
 // observe files a packet under its connection. hasPayload is whether the
 // packet carries payload (known even when the capture cut it).
-func (t *tracker) observe(p *nfq.Packet, hasPayload bool, now time.Time) observation {
+func (t *tracker) observe(p *engine.Packet, hasPayload bool, now time.Time) observation {
 	t.sweep(now)
 	k := keyOfPacket(p)
 	c, fromClient := t.conns[k], true
@@ -133,7 +133,7 @@ func (t *tracker) observe(p *nfq.Packet, hasPayload bool, now time.Time) observa
 
 // validTCPFlags is conntrack's table of flag combinations (without URG,
 // which the engine does not see); any other is INVALID and dropped.
-func validTCPFlags(p *nfq.Packet) bool {
+func validTCPFlags(p *engine.Packet) bool {
 	switch {
 	case p.SYN && !p.FIN && !p.RST: // SYN, SYN-ACK
 		return true
@@ -145,7 +145,7 @@ func validTCPFlags(p *nfq.Packet) bool {
 	return false
 }
 
-func (t *tracker) tcp(c *conn, k connKey, fromClient bool, p *nfq.Packet, hasPayload bool, now time.Time) observation {
+func (t *tracker) tcp(c *conn, k connKey, fromClient bool, p *engine.Packet, hasPayload bool, now time.Time) observation {
 	if !validTCPFlags(p) {
 		t.counts.Invalid++
 		return observation{}
@@ -196,7 +196,7 @@ func (t *tracker) tcp(c *conn, k connKey, fromClient bool, p *nfq.Packet, hasPay
 	return observation{c: c, queue: fromClient && !c.midstream && (syn || hasPayload)}
 }
 
-func (t *tracker) udp(c *conn, k connKey, fromClient bool, p *nfq.Packet, now time.Time) observation {
+func (t *tracker) udp(c *conn, k connKey, fromClient bool, p *engine.Packet, now time.Time) observation {
 	if c == nil {
 		if t.serverSide(policy.UDP, p.SrcPort, p.DstPort) {
 			// A reply without its request in the capture.

@@ -263,8 +263,13 @@ func TestNothingCrossesAfterADeniedHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pkts) != 0 {
-		t.Fatalf("%d packets of a denied flow reached the server ten seconds after the deny: %+v", len(pkts), pkts)
+	for _, p := range pkts {
+		// The server's own keepalives meet the deny mark too, and the
+		// NAT's REJECT answers them with a reset: that is all that may
+		// arrive, and it carries nothing of the client's.
+		if !p.RST || p.Payload != 0 {
+			t.Errorf("a packet of a denied flow reached the server ten seconds after the deny: %+v", p)
+		}
 	}
 }
 

@@ -3,7 +3,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +12,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/egressd/egressd/internal/declogtest"
+	"github.com/egressd/egressd/pkg/declog"
 )
 
 // Root returns the module's root directory (where go.mod is).
@@ -104,27 +106,8 @@ type EgressdOptions struct {
 	Args []string
 }
 
-// Decision is one decision-log line.
-type Decision struct {
-	Raw       string    `json:"-"`
-	Time      time.Time `json:"time"`
-	Src       string    `json:"src"`
-	Sport     int       `json:"sport"`
-	Dst       string    `json:"dst"`
-	Dport     int       `json:"dport"`
-	Proto     string    `json:"proto"`
-	Name      string    `json:"name"`
-	NameFrom  string    `json:"name_from"`
-	Verdict   string    `json:"verdict"`
-	Enforced  bool      `json:"enforced"`
-	Rule      string    `json:"rule"`
-	Reason    string    `json:"reason"`
-	LatencyUS int64     `json:"latency_us"`
-	ECH       bool      `json:"ech"`
-	DNSCheck  string    `json:"dns_check"`
-}
-
-func (d Decision) String() string { return d.Raw }
+// Decision is one decision-log line, in the schema's words.
+type Decision = declogtest.Words
 
 // Egressd is a running egressd in the NAT namespace.
 type Egressd struct {
@@ -133,7 +116,8 @@ type Egressd struct {
 	cmd    *exec.Cmd
 	mu     sync.Mutex
 	lines  []Decision
-	bad    []string // stdout lines that are not decisions
+	bad    []string      // stdout lines that are not decisions
+	folds  []declog.Line // fold summaries: denied flows of a source counted, not logged one by one
 	logs   bytes.Buffer
 	change chan struct{} // closed and replaced on every new line
 	exited chan struct{}
@@ -202,14 +186,16 @@ log: {format: json, level: info}
 }
 
 func (e *Egressd) addDecision(line string) {
-	var d Decision
+	d, err := declogtest.Parse([]byte(line))
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := json.Unmarshal([]byte(line), &d); err != nil || d.Verdict == "" {
-		e.bad = append(e.bad, line)
-	} else {
-		d.Raw = line
+	switch l, ferr := declog.Parse([]byte(line)); {
+	case err == nil:
 		e.lines = append(e.lines, d)
+	case ferr == nil && l.Folded > 0:
+		e.folds = append(e.folds, l)
+	default:
+		e.bad = append(e.bad, line)
 	}
 	close(e.change)
 	e.change = make(chan struct{})
@@ -239,6 +225,13 @@ func (e *Egressd) Decisions() []Decision {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]Decision(nil), e.lines...)
+}
+
+// Folds returns the fold summaries so far.
+func (e *Egressd) Folds() []declog.Line {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]declog.Line(nil), e.folds...)
 }
 
 // NonDecisions returns stdout lines that were not decision lines (there

@@ -28,7 +28,7 @@ import (
 	"github.com/egressd/egressd/internal/declogtest"
 	"github.com/egressd/egressd/internal/pcapgen"
 	"github.com/egressd/egressd/internal/testenv"
-	"github.com/egressd/egressd/pkg/nfq"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 	"github.com/egressd/egressd/pkg/replay"
 	"github.com/egressd/egressd/test/lab"
@@ -234,7 +234,7 @@ func replayCapture(t *testing.T, pcap []byte) []byte {
 	}
 	var out bytes.Buffer
 	sum, err := replay.Run(bytes.NewReader(pcap), &out, pol, nil, replay.Options{
-		Engine: nfq.Config{HelloTimeout: HelloTimeout}, Resolve: answers(t),
+		Engine: engine.Config{HelloTimeout: HelloTimeout}, Resolve: answers(t),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package nfq
+package engine
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package nfq
+package engine
 
 import (
 	"context"
@@ -27,9 +27,24 @@ type recorder struct {
 	verdicts map[uint32]policy.Verdict
 	dropped  []uint32
 	lines    []declog.Record
+	// concluded are the verdicts written to connections with no packet
+	// in hand, by the connection's client port.
+	concluded map[uint16]policy.Verdict
 }
 
-func newRecorder() *recorder { return &recorder{verdicts: map[uint32]policy.Verdict{}} }
+func newRecorder() *recorder {
+	return &recorder{verdicts: map[uint32]policy.Verdict{}, concluded: map[uint16]policy.Verdict{}}
+}
+
+func (r *recorder) Conclude(t Tuple, v policy.Verdict) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.concluded[t.SrcPort]; dup {
+		panic(fmt.Sprintf("connection from port %d concluded twice", t.SrcPort))
+	}
+	r.concluded[t.SrcPort] = v
+	return nil
+}
 
 func (r *recorder) Pass(id uint32) { r.mu.Lock(); r.passed = append(r.passed, id); r.mu.Unlock() }
 func (r *recorder) Drop(id uint32) { r.mu.Lock(); r.dropped = append(r.dropped, id); r.mu.Unlock() }
@@ -200,7 +215,7 @@ func (h *harness) lastLine() declog.Record {
 func (h *harness) wantLine(verdict, rule, reason, name, from string) declog.Record {
 	h.t.Helper()
 	l := h.lastLine()
-	if l.Verdict != verdict || l.Rule != rule || l.Reason != reason || l.Name != name || l.NameFrom != from {
+	if l.Verdict.String() != verdict || l.Rule != rule || l.Reason.String() != reason || l.Name != name || l.NameFrom.String() != from {
 		h.t.Fatalf("decision %+v; want verdict %s rule %q reason %s name %q from %s", l, verdict, rule, reason, name, from)
 	}
 	return l
@@ -230,7 +245,7 @@ func TestAllowedHelloHeldThenReleased(t *testing.T) {
 		h.wantVerdict(id, policy.Allow)
 	}
 	l := h.wantLine("allow", "web", "rule", "allowed.example.test", "sni")
-	if !l.Enforced || l.DNSCheck != "trusted" || l.Src != client || l.DstPort != 443 || l.Proto != "tcp" {
+	if !l.Enforced || l.DNSCheck != declog.CheckTrusted || l.Src != client || l.DstPort != 443 || l.Proto != policy.TCP {
 		t.Errorf("decision line: %+v", l)
 	}
 	// A retransmission queued before the connmark took effect gets the
@@ -389,7 +404,7 @@ func TestShadowRule(t *testing.T) {
 	f = h.tcp(server, 443)
 	f.syn()
 	h.wantVerdict(f.send(clientHello(t, "denied.example.test")), policy.Allow)
-	if l := h.lastLine(); l.Enforced || l.Verdict != "deny" {
+	if l := h.lastLine(); l.Enforced || l.Verdict != policy.Deny {
 		t.Errorf("after SetMode(Monitor): %+v", l)
 	}
 }
@@ -451,7 +466,7 @@ func TestDNSVerification(t *testing.T) {
 			}
 			h.wantVerdict(id, tc.wantV)
 			l := h.lastLine()
-			if l.Reason != tc.wantReason || l.Rule != tc.wantRule || l.Name != "allowed.example.test" {
+			if l.Reason.String() != tc.wantReason || l.Rule != tc.wantRule || l.Name != "allowed.example.test" {
 				t.Errorf("decision %+v", l)
 			}
 			if v.calls != tc.wantCalls {
@@ -478,7 +493,7 @@ func TestDNSVerification(t *testing.T) {
 		h.clock.Add(2 * time.Second)
 		h.e.Tick(h.clock.Now())
 		h.wantVerdict(id, policy.Deny)
-		if l := h.lastLine(); l.Reason != "dns-error" {
+		if l := h.lastLine(); l.Reason != policy.ReasonDNSError {
 			t.Errorf("decision %+v", l)
 		}
 		close(v.release)
@@ -552,7 +567,7 @@ rules:
 		h.wantVerdict(id, policy.Allow)
 	}
 	l := h.lastLine()
-	if l.Verdict != "allow" || l.NameFrom != "quic" || l.Proto != "udp" || l.Name == "" {
+	if l.Verdict != policy.Allow || l.NameFrom != declog.FromQUIC || l.Proto != policy.UDP || l.Name == "" {
 		t.Errorf("decision %+v", l)
 	}
 	// Random bytes to UDP 443.
@@ -604,9 +619,10 @@ func TestHandleAllocs(t *testing.T) {
 
 type nopSink struct{}
 
-func (nopSink) Pass(uint32)                    {}
-func (nopSink) Verdict(uint32, policy.Verdict) {}
-func (nopSink) Drop(uint32)                    {}
+func (nopSink) Pass(uint32)                          {}
+func (nopSink) Verdict(uint32, policy.Verdict)       {}
+func (nopSink) Drop(uint32)                          {}
+func (nopSink) Conclude(Tuple, policy.Verdict) error { return nil }
 
 // BenchmarkFlow is the engine's cost per TLS flow: SYN, then a ClientHello
 // in two segments, decided and logged. "log=none" logs nowhere;

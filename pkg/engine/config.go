@@ -1,4 +1,4 @@
-package nfq
+package engine
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/egressd/egressd/internal/defaults"
+	"github.com/egressd/egressd/pkg/decide"
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/policy"
 )
@@ -40,16 +42,6 @@ func ParseMode(s string) (Mode, error) {
 	}
 	return Enforce, fmt.Errorf("mode must be enforce or monitor, not %q", s)
 }
-
-// Marks are the packet-mark bits that carry a verdict. iptables saves them
-// to the connection (CONNMARK --save-mark) and acts on them; the values
-// must match scripts/iptables/egressd-iptables.sh.
-type Marks struct {
-	Allow, Deny, Mask uint32
-}
-
-// DefaultMarks are the marks the iptables script uses by default.
-var DefaultMarks = Marks{Allow: 0x1, Deny: 0x2, Mask: 0x3}
 
 // Verifier ties names to addresses through DNS (pkg/resolve implements
 // it). All methods are safe for concurrent use.
@@ -93,11 +85,13 @@ type Config struct {
 	// flow that needs one is denied, reason limit. 0: 4096.
 	MaxVerifications int
 
-	Marks Marks // zero: DefaultMarks
-
 	// Verifier checks names against DNS (verify_dns). nil: names are
-	// taken on trust, and every decision's log line says so.
+	// not checked, and every decision that rests on one says Unchecked.
 	Verifier Verifier
+	// Unchecked is what an allow that rests on a name gets without a
+	// Verifier: decide.Trusted (the daemon with verify_dns off) or
+	// decide.Skipped (replay without --resolve). 0: Trusted.
+	Unchecked decide.Answer
 
 	// Log receives one record per decided flow. It must not block: the
 	// engine calls it with a shard locked. nil: decisions are not logged.
@@ -109,32 +103,18 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.InspectTCP == nil {
-		c.InspectTCP = []uint16{80, 443}
+		c.InspectTCP = defaults.TCPPorts()
 	}
 	if c.InspectUDP == nil {
-		c.InspectUDP = []uint16{443}
+		c.InspectUDP = defaults.UDPPorts()
 	}
-	if c.HelloMaxBytes == 0 {
-		c.HelloMaxBytes = 16384
-	}
-	if c.HelloTimeout == 0 {
-		c.HelloTimeout = 3 * time.Second
-	}
-	if c.MaxFlows == 0 {
-		c.MaxFlows = 65536
-	}
-	if c.MaxHeld == 0 {
-		c.MaxHeld = 64
-	}
-	if c.Linger == 0 {
-		c.Linger = 10 * time.Second
-	}
-	if c.MaxVerifications == 0 {
-		c.MaxVerifications = 4096
-	}
-	if c.Marks == (Marks{}) {
-		c.Marks = DefaultMarks
-	}
+	orDefault(&c.HelloMaxBytes, defaults.HelloMaxBytes)
+	orDefault(&c.HelloTimeout, defaults.HelloTimeout)
+	orDefault(&c.MaxFlows, defaults.MaxFlows)
+	orDefault(&c.MaxHeld, defaults.MaxHeld)
+	orDefault(&c.Linger, defaults.Linger)
+	orDefault(&c.MaxVerifications, defaults.MaxVerifications)
+	orDefault(&c.Unchecked, decide.Trusted)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -146,6 +126,14 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// orDefault sets *v to def when it is the zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
 func (c *Config) validate() error {
 	switch {
 	case c.HelloMaxBytes < 512 || c.HelloMaxBytes > 1<<20:
@@ -154,8 +142,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("hello.timeout %s is too short", c.HelloTimeout)
 	case c.MaxFlows < 1 || c.MaxHeld < 1 || c.MaxVerifications < 1:
 		return fmt.Errorf("limits must be positive")
-	case c.Marks.Allow&c.Marks.Mask == 0 || c.Marks.Deny&c.Marks.Mask == 0 || c.Marks.Allow == c.Marks.Deny:
-		return fmt.Errorf("marks: allow %#x and deny %#x must be distinct and non-zero under mask %#x", c.Marks.Allow, c.Marks.Deny, c.Marks.Mask)
+	case c.Unchecked != decide.Trusted && c.Unchecked != decide.Skipped:
+		return fmt.Errorf("engine: Unchecked must be Trusted or Skipped")
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package nfq
+package engine
 
 import (
 	"sync/atomic"
@@ -23,6 +23,14 @@ type Stats struct {
 	VerifyErrors     atomic.Uint64 // resolver errors and timeouts
 
 	ShadowDenials atomic.Uint64 // allowed flows a deny rule on trial would have denied
+
+	// ConcludeErrors counts decided flows whose connection the kernel
+	// could not be told the verdict of (no packet in hand to carry it,
+	// and the conntrack update failed).
+	ConcludeErrors atomic.Uint64
+	// Internal counts refused state changes and non-decisions given as
+	// decisions: bugs, each failed closed. It should stay 0.
+	Internal atomic.Uint64
 
 	decisions [3][2][16]atomic.Uint64 // [proto][verdict][reason]
 }

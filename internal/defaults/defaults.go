@@ -1,0 +1,40 @@
+// Package defaults is the one table of egressd's defaults: what a config
+// key, an engine field or a policy option means when it is not set. The
+// daemon's config, the engine, the policy compiler, the head parsers and
+// the subcommands' flags all read them here, so they cannot disagree.
+// design.md's config section and the README show the same values.
+package defaults
+
+import "time"
+
+// Ports that carry a name (inspect_ports).
+var (
+	InspectTCP = []uint16{80, 443}
+	InspectUDP = []uint16{443}
+)
+
+// TCPPorts and UDPPorts return fresh copies of the inspected ports.
+func TCPPorts() []uint16 { return append([]uint16(nil), InspectTCP...) }
+func UDPPorts() []uint16 { return append([]uint16(nil), InspectUDP...) }
+
+const (
+	// HelloMaxBytes bounds the flow head read per flow (hello.max_bytes).
+	HelloMaxBytes = 16384
+	// HelloTimeout bounds a flow's time from its first packet to its
+	// decision (hello.timeout).
+	HelloTimeout = 3 * time.Second
+	// MaxFlows bounds the undecided flows (limits.flows).
+	MaxFlows = 65536
+	// MaxHeld bounds the packets held per undecided flow, and the SYNs
+	// counted per flow (limits.held_packets).
+	MaxHeld = 64
+	// Linger is how long a decided flow stays in the table to answer
+	// packets already queued.
+	Linger = 10 * time.Second
+	// MaxVerifications bounds the DNS verifications in flight.
+	MaxVerifications = 4096
+	// QueueLen is the kernel's queue length per NFQUEUE (queue.len).
+	QueueLen = 8192
+	// QueueCount is the number of queues, one reader each (queue.count).
+	QueueCount = 2
+)

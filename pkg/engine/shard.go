@@ -1,0 +1,401 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/egressd/egressd/pkg/classify"
+	"github.com/egressd/egressd/pkg/decide"
+	"github.com/egressd/egressd/pkg/declog"
+	"github.com/egressd/egressd/pkg/policy"
+)
+
+// Shard is one queue's share of the flow table.
+type Shard struct {
+	e        *Engine
+	index    int
+	sink     Sink
+	maxFlows int
+
+	mu        sync.Mutex
+	flows     map[flowKey]*flow
+	pending   fifo // undecided flows, by deadline
+	linger    fifo // decided flows, by end of linger
+	free      []*flow
+	undecided int
+	decider   decide.Decider
+	rec       declog.Record
+}
+
+// Engine returns the engine the shard belongs to.
+func (s *Shard) Engine() *Engine { return s.e }
+
+// Attach sets the sink that receives the shard's verdicts.
+func (s *Shard) Attach(sink Sink) { s.sink = sink }
+
+// Handle processes one queued packet. In one pass:
+//
+//	packet -> flow (found, or started) -> the head parser -> the decision
+//	procedure (pkg/decide) -> the kernel verdict -> the decision line
+//
+// A packet of a decided flow gets the flow's verdict; one of an undecided
+// flow is held until the decision (or passed, when it carries nothing to
+// decide on and the handshake needs it).
+func (s *Shard) Handle(p *Packet) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.e.stats.Packets.Add(1)
+	f := s.flows[keyOf(p)]
+	if f == nil {
+		if p.Proto == policy.TCP && !p.SYN && len(p.Payload) == 0 {
+			// Nothing to decide on; the rules do not queue these.
+			s.sink.Pass(p.ID)
+			return
+		}
+		if f = s.start(p); f == nil {
+			return // decided on this packet
+		}
+	}
+	switch f.st {
+	case decided:
+		s.sink.Verdict(p.ID, f.mark)
+		return
+	case verifying:
+		s.hold(f, p)
+		return
+	}
+	s.read(f, p)
+}
+
+// start begins a flow with its first packet. A flow the policy decides on
+// this packet is decided at once, the packet carrying the verdict, and
+// start returns nil; otherwise the flow is left reading its head.
+func (s *Shard) start(p *Packet) *flow {
+	e := s.e
+	now := e.cfg.Now()
+	f := s.alloc()
+	s.to(f, reading)
+	f.key, f.start, f.waitSince = keyOf(p), now, now
+	f.info = decide.Flow{Src: p.Src, Dst: p.Dst, Port: p.DstPort, Proto: p.Proto, Inspected: e.cfg.inspected(p.Proto, p.DstPort)}
+	s.flows[f.key] = f
+	s.undecided++
+	e.stats.Flows.Add(1)
+	e.stats.Undecided.Add(1)
+	e.stats.Tracked.Add(1)
+	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
+	for len(s.flows) > 2*s.maxFlows {
+		// Decided flows linger only to answer packets already queued;
+		// evict the oldest rather than grow without bound.
+		ent, ok := s.linger.popFront()
+		if !ok {
+			break
+		}
+		s.evict(ent)
+	}
+
+	if o := s.decide(f); o.Final {
+		// Decided on the first packet: whatever the name, whatever the
+		// table holds.
+		s.hold(f, p)
+		s.finish(f, o, "")
+		return nil
+	}
+	if s.undecided > s.maxFlows {
+		e.stats.LimitFlows.Add(1)
+		s.hold(f, p)
+		s.deny(f, policy.ReasonLimit, "flow table")
+		return nil
+	}
+	switch p.Proto {
+	case policy.TCP:
+		isn := p.Seq
+		if !p.SYN {
+			// The flow was undecided when egressd (re)started: read its
+			// head from this segment on. A wrong guess fails closed.
+			isn--
+		}
+		f.tcp.Reset(isn, e.cfg.HelloMaxBytes)
+	case policy.UDP:
+		f.quic.Reset(e.cfg.HelloMaxBytes)
+	}
+	return f
+}
+
+// read feeds a packet of a reading flow to its head parser and decides the
+// flow once the head says enough.
+func (s *Shard) read(f *flow, p *Packet) {
+	e := s.e
+	var res classify.Result
+	switch p.Proto {
+	case policy.TCP:
+		if p.SYN {
+			if f.syns++; f.syns > e.cfg.MaxHeld {
+				if s.hold(f, p) {
+					s.deny(f, policy.ReasonLimit, "SYN retransmissions")
+				}
+				return
+			}
+		}
+		res = f.tcp.Feed(p.Seq, p.SYN, p.Payload)
+		if res.Status == classify.NeedMore && len(p.Payload) == 0 {
+			// The handshake must complete for the client to send its
+			// hello; a segment without payload gives nothing away.
+			s.sink.Pass(p.ID)
+			return
+		}
+	case policy.UDP:
+		res = f.quic.Feed(p.Payload)
+	}
+	if !s.hold(f, p) {
+		return
+	}
+	switch {
+	case res.Status == classify.Done:
+		f.info.Head, f.info.Name, f.info.From, f.info.ECH = decide.Named, res.Name, nameFrom(res.From), res.ECH
+		s.decideNamed(f)
+	case res.Status == classify.Denied:
+		f.info.Head = headOf(res.Err)
+		if f.info.Head == decide.Limit {
+			e.stats.LimitHello.Add(1)
+		}
+		s.finish(f, s.decide(f), "flow head")
+	case p.Truncated:
+		// The queue's copy range cut this packet, and the head goes on
+		// past the cut: its missing bytes will never be seen. (A head
+		// that completes within the copied part is decided as usual: the
+		// bytes after it do not name anything.)
+		e.stats.LimitHello.Add(1)
+		s.deny(f, policy.ReasonLimit, "flow head past the copy range")
+	}
+}
+
+// headOf is what a head parser's refusal means to the decision.
+func headOf(err error) decide.Head {
+	switch {
+	case errors.Is(err, classify.ErrNotTLS):
+		return decide.NotTLSOrHTTP
+	case errors.Is(err, classify.ErrLimit):
+		return decide.Limit
+	}
+	return decide.Malformed
+}
+
+func nameFrom(s classify.Source) declog.NameFrom {
+	switch s {
+	case classify.SourceSNI:
+		return declog.FromSNI
+	case classify.SourceQUIC:
+		return declog.FromQUIC
+	case classify.SourceHost:
+		return declog.FromHost
+	}
+	return declog.FromNone
+}
+
+// decide runs the decision procedure on what the flow has told so far.
+func (s *Shard) decide(f *flow) decide.Outcome {
+	var dns decide.DNS
+	if v := s.e.cfg.Verifier; v != nil {
+		dns = v
+	}
+	return s.decider.Decide(s.e.pol.Load(), &f.info, dns)
+}
+
+// decideNamed decides a flow whose head is read, asking DNS off the packet
+// path when the allow rests on a name the cache does not place at the
+// destination.
+func (s *Shard) decideNamed(f *flow) {
+	e := s.e
+	o := s.decide(f)
+	if !o.Verify {
+		if o.DNSCheck == declog.CheckVerified {
+			e.stats.VerifyHits.Add(1)
+		}
+		s.finish(f, o, "")
+		return
+	}
+	if e.cfg.Verifier == nil {
+		s.finish(f, o.Resolve(e.cfg.Unchecked), "")
+		return
+	}
+	select {
+	case e.verifySem <- struct{}{}:
+	default:
+		e.stats.LimitVerify.Add(1)
+		s.deny(f, policy.ReasonLimit, "DNS verifications in flight")
+		return
+	}
+	s.to(f, verifying)
+	f.pending = o
+	gen, dst, name := f.gen, f.info.Dst, f.info.Name
+	deadline := f.start.Add(e.cfg.HelloTimeout)
+	e.verifyWG.Add(1)
+	go func() {
+		defer e.verifyWG.Done()
+		defer func() { <-e.verifySem }()
+		ctx, cancel := context.WithDeadline(e.ctx, deadline)
+		ok, err := e.cfg.Verifier.Verify(ctx, name, dst)
+		cancel()
+		answer := decide.Match
+		switch {
+		case err != nil:
+			answer = decide.Error
+			e.stats.VerifyErrors.Add(1)
+		case !ok:
+			answer = decide.Mismatch
+			e.stats.VerifyMismatches.Add(1)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if f.gen != gen || f.st != verifying {
+			return // timed out and decided meanwhile
+		}
+		s.finish(f, f.pending.Resolve(answer), "")
+	}()
+}
+
+// hold keeps a packet until its flow is decided. It returns false when the
+// flow had too many held packets and was denied for it.
+func (s *Shard) hold(f *flow, p *Packet) bool {
+	if len(f.held) == 0 {
+		f.waitSince = p.Time
+	}
+	f.held = append(f.held, p.ID)
+	s.e.stats.Held.Add(1)
+	if len(f.held) > s.e.cfg.MaxHeld {
+		s.deny(f, policy.ReasonLimit, "held packets")
+		return false
+	}
+	return true
+}
+
+// deny denies a flow for a reason of the engine's own; the decision
+// procedure still decides it if the policy does so on the first packet.
+func (s *Shard) deny(f *flow, reason policy.Reason, what string) {
+	f.info.Head = decide.Limit
+	if reason == policy.ReasonIncomplete {
+		f.info.Head = decide.Incomplete
+	}
+	s.finish(f, s.decide(f), what)
+}
+
+// finish gives the flow its verdict, once: the held packets carry it to
+// the kernel, or, with none in hand, the connection's mark is set; then
+// the flow counts as decided, its line is logged, and it lingers to
+// answer packets still in the queue.
+func (s *Shard) finish(f *flow, o decide.Outcome, limit string) {
+	e := s.e
+	if !o.Final || o.Verify {
+		// Not a decision: a bug of the caller. Fail closed.
+		e.stats.Internal.Add(1)
+		o = decide.Deny(&f.info, policy.ReasonLimit)
+	}
+	from := f.st
+	if !s.to(f, decided) {
+		return // decided already: a flow ends once
+	}
+	now := e.cfg.Now()
+	f.mark = e.markFor(o.Verdict)
+	if len(f.held) == 0 {
+		if err := s.sink.Conclude(f.key.tuple(), f.mark); err != nil {
+			e.stats.ConcludeErrors.Add(1)
+			e.cfg.Logger.Error("the kernel was not told a flow's verdict; its connection stays unmarked until it ends",
+				"verdict", f.mark.String(), "src", f.info.Src, "dst", f.info.Dst, "dport", f.info.Port, "err", err)
+		}
+	}
+	for _, id := range f.held {
+		s.sink.Verdict(id, f.mark)
+	}
+	e.stats.Held.Add(-int64(len(f.held)))
+	f.held = f.held[:0]
+	s.undecided--
+	e.stats.Undecided.Add(-1)
+	f.tcp.Release()
+	f.quic.Release()
+	s.linger.push(f, now.Add(e.cfg.Linger))
+
+	if o.Reason == policy.ReasonLimit && limit != "" {
+		e.cfg.Logger.Debug("flow denied at a limit", "limit", limit, "state", from.String(),
+			"src", f.info.Src, "dst", f.info.Dst, "dport", f.info.Port)
+	}
+	e.stats.countDecision(f.info.Proto, o.Verdict, o.Reason)
+	if o.Shadowed() {
+		e.stats.ShadowDenials.Add(1)
+	}
+	r := &s.rec
+	e.logRecord(r, f, now)
+	o.Fill(r)
+	e.cfg.Log(r)
+}
+
+// to moves f to state next if the move is legal, and reports whether it
+// was. Every change of a flow's state goes through here.
+func (s *Shard) to(f *flow, next state) bool {
+	if !f.st.canMoveTo(next) {
+		if f.st != decided || next != decided {
+			s.e.stats.Internal.Add(1)
+			s.e.cfg.Logger.Error("illegal flow state change (a bug); refused", "from", f.st.String(), "to", next.String())
+		}
+		return false
+	}
+	f.st = next
+	return true
+}
+
+// expire denies undecided flows past their deadline and forgets decided
+// flows past their linger.
+func (s *Shard) expire(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		ent, ok := s.pending.popExpired(now)
+		if !ok {
+			break
+		}
+		f := ent.f
+		if f.gen != ent.gen {
+			continue
+		}
+		switch f.st {
+		case reading:
+			s.deny(f, policy.ReasonIncomplete, "")
+		case verifying:
+			// The resolver did not answer in time.
+			s.e.stats.VerifyErrors.Add(1)
+			s.finish(f, f.pending.Resolve(decide.Error), "")
+		}
+	}
+	for {
+		ent, ok := s.linger.popExpired(now)
+		if !ok {
+			break
+		}
+		s.evict(ent)
+	}
+}
+
+// evict forgets a decided flow and returns it to the free list, reset
+// whole.
+func (s *Shard) evict(ent fifoEntry) {
+	f := ent.f
+	if f.gen != ent.gen || f.st != decided {
+		return
+	}
+	delete(s.flows, f.key)
+	s.e.stats.Tracked.Add(-1)
+	s.to(f, free)
+	f.gen++
+	f.flowVars = flowVars{}
+	s.free = append(s.free, f)
+}
+
+func (s *Shard) alloc() *flow {
+	if n := len(s.free); n > 0 {
+		f := s.free[n-1]
+		s.free = s.free[:n-1]
+		return f
+	}
+	return &flow{held: make([]uint32, 0, 4)}
+}
