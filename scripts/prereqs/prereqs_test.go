@@ -395,3 +395,55 @@ func TestListNamesWhatTheCodeRuns(t *testing.T) {
 		t.Errorf("found %d programs run by name in the Go code; the scan no longer sees the calls (runners out of date?)", seen)
 	}
 }
+
+// TestMakeChecksFirst: each target that needs Debian packages runs
+// prereqs.sh, for its purposes, before anything else.
+func TestMakeChecksFirst(t *testing.T) {
+	testenv.RequireCommands(t, "make")
+	tests := []struct {
+		target string
+		want   string
+	}{
+		{"build", "build"},
+		{"demo", "build lab"},
+		{"test", "build lab test deploy"},
+		{"lint", "build lint"},
+		{"deploy-check", "build deploy"},
+		{"bench-lab", "build lab bench"},
+		{"bench-lab BENCHLAB_FLAGS=-perf=bin/perf", "build lab bench profile"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.target, func(t *testing.T) {
+			cmd := exec.Command("make", append([]string{"-n"}, strings.Fields(tt.target)...)...)
+			cmd.Dir = "../.."
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("make -n %s: %v\n%s", tt.target, err, out)
+			}
+			first, _, _ := strings.Cut(string(out), "\n")
+			if want := "./scripts/prereqs/prereqs.sh " + tt.want; first != want {
+				t.Errorf("make %s runs first %q, want %q", tt.target, first, want)
+			}
+		})
+	}
+}
+
+// TestCIRunChecksFirst: .ci/run installs through prereqs.sh, for every CI
+// purpose, before make, and has no package list or apt-get of its own.
+func TestCIRunChecksFirst(t *testing.T) {
+	b, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	check := strings.Index(s, "\nscripts/prereqs/prereqs.sh "+strings.Join(ciPurposes, " ")+"\n")
+	mk := strings.Index(s, "\nmake ")
+	if check < 0 || mk < 0 || check > mk {
+		t.Errorf(".ci/run does not run scripts/prereqs/prereqs.sh %s before make", strings.Join(ciPurposes, " "))
+	}
+	for i, line := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") && strings.Contains(line, "apt-get") {
+			t.Errorf(".ci/run:%d: %q: runs apt-get itself; its packages belong in scripts/prereqs/packages.txt", i+1, line)
+		}
+	}
+}
