@@ -414,8 +414,14 @@ func TestMakeChecksFirst(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.target, func(t *testing.T) {
-			cmd := exec.Command("make", append([]string{"-n"}, strings.Fields(tt.target)...)...)
+			cmd := exec.Command("make", append([]string{"-n", "--no-print-directory"}, strings.Fields(tt.target)...)...)
 			cmd.Dir = "../.."
+			// Under make test, make's variables would make this a sub-make
+			// of it (its flags, its directory lines).
+			cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+				k, _, _ := strings.Cut(kv, "=")
+				return k == "MAKEFLAGS" || k == "MFLAGS" || k == "MAKELEVEL"
+			})
 			out, err := cmd.Output()
 			if err != nil {
 				t.Fatalf("make -n %s: %v\n%s", tt.target, err, out)
