@@ -1,8 +1,12 @@
 # egressd — build, test and release targets. `make help` lists them.
 #
-# The README's two commands are `make demo` and `make test`; CI runs
-# `.ci/run`, which installs the Debian packages the tests need and then
-# calls `make lint test`.
+# The README's two commands are `make demo` and `make test`. Each target that
+# needs Debian packages runs scripts/prereqs/prereqs.sh first, for the
+# purposes of scripts/prereqs/packages.txt it needs: silent when everything
+# is there; as root with apt-get it installs what is missing, otherwise it
+# names the missing tools, their packages and the install command, and
+# stops. CI runs `.ci/run`, which checks through the same script and list,
+# then calls `make lint` and `make test`.
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -20,6 +24,8 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 BENCHLAB_FLAGS ?= -json $(BIN)/bench-lab.json
 FILES      = git ls-files --cached --others --exclude-standard
+PREREQS   := ./scripts/prereqs/prereqs.sh
+BUILD      = $(GOBUILD) -o $(BIN)/egressd ./cmd/egressd
 SCRIPTS    = $(shell $(FILES) '*.sh' .ci/run)
 
 .PHONY: help
@@ -29,18 +35,23 @@ help: ## list the targets
 
 .PHONY: build
 build: ## build bin/egressd for this machine
-	$(GOBUILD) -o $(BIN)/egressd ./cmd/egressd
+	@$(PREREQS) build
+	$(BUILD)
 
 .PHONY: demo
-demo: build ## as root: build the lab, run egressd on the example policy, show allowed and denied flows, tear down
+demo: ## as root: build the lab, run egressd on the example policy, show allowed and denied flows, tear down (missing packages installed first)
+	@$(PREREQS) build lab
+	$(BUILD)
 	$(GO) run ./test/demo -egressd $(BIN)/egressd
 
 .PHONY: test
-test: ## unit, fuzz-seed and lab tests (-race); lab tests need root, and under CI=true a skip fails the run
+test: ## unit, fuzz-seed and lab tests (-race); as root, missing packages installed first and the lab tests run; under CI=true a skip fails
+	@$(PREREQS) build lab test deploy
 	./scripts/gotest.sh -race -count=1 ./...
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck, shellcheck
+	@$(PREREQS) build lint
 	@out=$$(gofmt -l $$($(FILES) '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
@@ -60,6 +71,7 @@ bench: ## Go benchmarks (allocs reported); BENCHTIME to change the run length
 
 .PHONY: bench-lab
 bench-lab: ## TLS conn/s and handshake latency in the lab: plain NAT vs egressd, Squid, nginx (root, ~6 min; BENCHLAB_FLAGS)
+	@$(PREREQS) $(strip build lab bench $(if $(findstring -perf,$(BENCHLAB_FLAGS)),profile))
 	$(GO) build -o $(BIN)/benchlab ./test/bench
 	$(BIN)/benchlab $(BENCHLAB_FLAGS)
 
@@ -77,6 +89,7 @@ ssm-doc: ## regenerate deploy/ssm/egressd-push-policy.json from its shell script
 
 .PHONY: deploy-check
 deploy-check: ## the deploy files alone: packer fmt/validate (offline), HCL checks, systemd-analyze, SSM document
+	@$(PREREQS) build deploy
 	./scripts/gotest.sh -count=1 -run 'TestPacker|TestTerraform|TestSystemdUnits|TestSSMDocument|TestSSMParameter' ./deploy/
 
 .PHONY: clean
