@@ -56,7 +56,7 @@ var (
 	descShadow      = desc("egressd_shadow_denials_total", "Allowed flows that a deny rule on trial (shadow: true) would have denied.")
 	descFlows       = desc("egressd_flows", "Flows in the table now, by state.", "state")
 	descHeld        = desc("egressd_held_packets", "Packets of undecided flows held in the queues now.")
-	descLimits      = desc("egressd_limit_denials_total", "Flows denied at a limit, by limit.", "limit")
+	descLimits      = desc("egressd_limit_denials_total", "Flows denied at a limit, by limit: a pool a source was over its share of (flows, held_packets, buffer_bytes, dns_in_flight), evicted (for a source under its share), dns_rate (a source's lookups per second), dns_budget (the resolver's queries per second), or one flow's bound (flow_held_packets, syn_retransmissions, hello_bytes).", "limit")
 	descEngineErrs  = desc("egressd_engine_errors_total", "Engine faults, each failed closed: conclude (a verdict with no packet in hand that conntrack did not take), internal (a refused flow state change: a bug).", "kind")
 	descQueueErrs   = desc("egressd_queue_errors_total", "Queue socket events: enobufs (the kernel could not deliver), receive, verdict, decode.", "queue", "kind")
 	descQueueDrops  = desc("egressd_queue_dropped_total", "Packets the kernel dropped at a queue (nfnetlink_queue): full queue, or the reader failed.", "queue", "by")
@@ -99,9 +99,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(descFlows, float64(undecided), "undecided")
 	gauge(descFlows, float64(st.Tracked.Load()-undecided), "decided")
 	gauge(descHeld, float64(st.Held.Load()))
-	counter(descLimits, st.LimitFlows.Load(), "flows")
-	counter(descLimits, st.LimitHello.Load(), "hello_bytes")
-	counter(descLimits, st.LimitVerify.Load(), "dns_in_flight")
+	for _, l := range engine.Limits() {
+		counter(descLimits, st.Limited(l), l.String())
+	}
 	counter(descEngineErrs, st.ConcludeErrors.Load(), "conclude")
 	counter(descEngineErrs, st.Internal.Load(), "internal")
 	for _, q := range d.queues {

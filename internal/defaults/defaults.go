@@ -35,6 +35,18 @@ const (
 	MaxVerifications = 4096
 	// QueueLen is the kernel's queue length per NFQUEUE (queue.len).
 	QueueLen = 8192
+	// HeldShare is the part of a queue's length that egressd may hold
+	// (limits.held_total is HeldShare of queue.len per queue): the rest is
+	// room for packets the kernel queues while egressd reads, so the queue
+	// never overflows because of what egressd holds.
+	HeldShare = 0.75
+	// MaxBufferBytes bounds the flow-head bytes buffered across all flows
+	// (limits.buffer_bytes).
+	MaxBufferBytes = 128 << 20
+	// VerifyRate and VerifyBurst bound each source's DNS lookups per
+	// second (limits.dns_per_source).
+	VerifyRate  = 20.0
+	VerifyBurst = 40
 	// QueueCount is the number of queues, one reader each (queue.count).
 	QueueCount = 2
 )

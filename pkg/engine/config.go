@@ -81,9 +81,26 @@ type Config struct {
 	// verdict to packets that were already queued when it was decided.
 	// 0: 10s.
 	Linger time.Duration
-	// MaxVerifications bounds the DNS verifications in flight; past it a
-	// flow that needs one is denied, reason limit. 0: 4096.
+	// MaxVerifications bounds the DNS verifications in flight, across all
+	// shards; past a source's share of it a flow that needs one is denied,
+	// reason limit. 0: 4096.
 	MaxVerifications int
+	// MaxHeldTotal bounds the packets held across all flows and shards,
+	// split evenly among the shards. Each shard is one kernel queue, so
+	// keep the split below the queue's length (queue.len) with room for
+	// the packets still waiting to be read: then the kernel never drops
+	// (or, with fail_open, bypasses) packets because egressd holds too
+	// many. 0: three quarters of 8192 per shard.
+	MaxHeldTotal int
+	// MaxBufferBytes bounds the flow-head bytes buffered across all flows
+	// and shards. 0: 128 MiB.
+	MaxBufferBytes int
+	// VerifyRate and VerifyBurst bound each source's DNS verifications
+	// (lookups the cache could not answer), per second and in a burst:
+	// every lookup costs the VPC resolver queries all sources share.
+	// 0: 20 per second, bursts of 40.
+	VerifyRate  float64
+	VerifyBurst int
 
 	// Verifier checks names against DNS (verify_dns). nil: names are
 	// not checked, and every decision that rests on one says Unchecked.
@@ -114,6 +131,9 @@ func (c *Config) setDefaults() {
 	orDefault(&c.MaxHeld, defaults.MaxHeld)
 	orDefault(&c.Linger, defaults.Linger)
 	orDefault(&c.MaxVerifications, defaults.MaxVerifications)
+	orDefault(&c.MaxBufferBytes, defaults.MaxBufferBytes)
+	orDefault(&c.VerifyRate, defaults.VerifyRate)
+	orDefault(&c.VerifyBurst, defaults.VerifyBurst)
 	orDefault(&c.Unchecked, decide.Trusted)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -140,7 +160,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("hello.max_bytes %d is outside 512..1048576", c.HelloMaxBytes)
 	case c.HelloTimeout < 10*time.Millisecond:
 		return fmt.Errorf("hello.timeout %s is too short", c.HelloTimeout)
-	case c.MaxFlows < 1 || c.MaxHeld < 1 || c.MaxVerifications < 1:
+	case c.MaxFlows < 1 || c.MaxHeld < 1 || c.MaxVerifications < 1 || c.MaxHeldTotal < 0 || c.MaxBufferBytes < 1 ||
+		c.VerifyRate <= 0 || c.VerifyBurst < 1:
 		return fmt.Errorf("limits must be positive")
 	case c.Unchecked != decide.Trusted && c.Unchecked != decide.Skipped:
 		return fmt.Errorf("engine: Unchecked must be Trusted or Skipped")

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/defaults"
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/policy"
 )
@@ -52,7 +53,6 @@ type Engine struct {
 
 	lastTick atomic.Int64 // unix nanoseconds of the last Tick, for the watchdog
 
-	verifySem chan struct{}
 	verifyWG  sync.WaitGroup
 	ctx       context.Context // cancelled by Close; bounds verifications
 	cancel    context.CancelFunc
@@ -72,18 +72,27 @@ func New(cfg Config, p *policy.Policy, shards int) (*Engine, error) {
 	if shards < 1 {
 		return nil, fmt.Errorf("engine: %d shards", shards)
 	}
-	e := &Engine{cfg: cfg, verifySem: make(chan struct{}, cfg.MaxVerifications)}
+	if cfg.MaxHeldTotal == 0 {
+		cfg.MaxHeldTotal = int(defaults.HeldShare*defaults.QueueLen) * shards
+	}
+	e := &Engine{cfg: cfg}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.pol.Store(p)
 	e.mode.Store(uint32(cfg.Mode))
-	perShard := (cfg.MaxFlows + shards - 1) / shards
+	split := func(n int) int { return max(1, (n+shards-1)/shards) }
 	for i := 0; i < shards; i++ {
-		e.shards = append(e.shards, &Shard{
+		s := &Shard{
 			e:        e,
 			index:    i,
-			maxFlows: perShard,
-			flows:    make(map[flowKey]*flow, min(perShard, 4096)),
-		})
+			maxFlows: split(cfg.MaxFlows),
+			flows:    make(map[flowKey]*flow, min(split(cfg.MaxFlows), 4096)),
+		}
+		s.pools.srcs = map[[4]byte]*source{}
+		s.pools.cap = [numResources]int{
+			ResFlows: split(cfg.MaxFlows), ResHeld: split(cfg.MaxHeldTotal),
+			ResBytes: split(cfg.MaxBufferBytes), ResVerify: split(cfg.MaxVerifications),
+		}
+		e.shards = append(e.shards, s)
 	}
 	return e, nil
 }

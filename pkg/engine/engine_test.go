@@ -357,8 +357,8 @@ func TestLimits(t *testing.T) {
 		id := h.tcp(server, 443).syn()
 		h.wantVerdict(id, policy.Deny)
 		h.wantLine("deny", "", "limit", "", "none")
-		if h.e.Stats().LimitFlows.Load() != 1 {
-			t.Errorf("LimitFlows = %d", h.e.Stats().LimitFlows.Load())
+		if n := h.e.Stats().Limited(LimitFlows); n != 1 {
+			t.Errorf("Limited(LimitFlows) = %d", n)
 		}
 	})
 	t.Run("hello bytes", func(t *testing.T) {

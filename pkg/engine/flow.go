@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"time"
@@ -90,5 +91,12 @@ type flowVars struct {
 	start     time.Time // first packet
 	waitSince time.Time // arrival of the oldest held packet, or of the deciding packet
 	syns      int
-	pending   decide.Outcome // while verifying: the decision DNS is to confirm
+	pending   decide.Outcome     // while verifying: the decision DNS is to confirm
+	cancel    context.CancelFunc // while verifying: ends the lookup
+
+	// Fair shares (shares.go): the flow's source, what it holds of each
+	// pool, and its place among the source's undecided flows.
+	src        *source
+	use        [numResources]int
+	prev, next *flow
 }

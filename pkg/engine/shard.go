@@ -25,6 +25,8 @@ type Shard struct {
 	linger    fifo // decided flows, by end of linger
 	free      []*flow
 	undecided int
+	pools     pools
+	pruned    time.Time // when idle sources were last forgotten
 	decider   decide.Decider
 	rec       declog.Record
 }
@@ -71,7 +73,9 @@ func (s *Shard) Handle(p *Packet) {
 
 // start begins a flow with its first packet. A flow the policy decides on
 // this packet is decided at once, the packet carrying the verdict, and
-// start returns nil; otherwise the flow is left reading its head.
+// start returns nil: it never waits for a pool. Otherwise the flow takes
+// its place in the table (its source's share of it) and is left reading
+// its head.
 func (s *Shard) start(p *Packet) *flow {
 	e := s.e
 	now := e.cfg.Now()
@@ -79,6 +83,8 @@ func (s *Shard) start(p *Packet) *flow {
 	s.to(f, reading)
 	f.key, f.start, f.waitSince = keyOf(p), now, now
 	f.info = decide.Flow{Src: p.Src, Dst: p.Dst, Port: p.DstPort, Proto: p.Proto, Inspected: e.cfg.inspected(p.Proto, p.DstPort)}
+	f.src = s.sourceOf(f.key.src)
+	f.src.link(f)
 	s.flows[f.key] = f
 	s.undecided++
 	e.stats.Flows.Add(1)
@@ -97,15 +103,14 @@ func (s *Shard) start(p *Packet) *flow {
 
 	if o := s.decide(f); o.Final {
 		// Decided on the first packet: whatever the name, whatever the
-		// table holds.
-		s.hold(f, p)
-		s.finish(f, o, "")
+		// pools hold.
+		s.carry(f, p)
+		s.finish(f, o, 0)
 		return nil
 	}
-	if s.undecided > s.maxFlows {
-		e.stats.LimitFlows.Add(1)
-		s.hold(f, p)
-		s.deny(f, policy.ReasonLimit, "flow table")
+	if !s.take(f, ResFlows, 1) {
+		s.carry(f, p)
+		s.deny(f, LimitFlows)
 		return nil
 	}
 	switch p.Proto {
@@ -132,9 +137,8 @@ func (s *Shard) read(f *flow, p *Packet) {
 	case policy.TCP:
 		if p.SYN {
 			if f.syns++; f.syns > e.cfg.MaxHeld {
-				if s.hold(f, p) {
-					s.deny(f, policy.ReasonLimit, "SYN retransmissions")
-				}
+				s.carry(f, p)
+				s.deny(f, LimitSYNs)
 				return
 			}
 		}
@@ -156,18 +160,17 @@ func (s *Shard) read(f *flow, p *Packet) {
 		f.info.Head, f.info.Name, f.info.From, f.info.ECH = decide.Named, res.Name, nameFrom(res.From), res.ECH
 		s.decideNamed(f)
 	case res.Status == classify.Denied:
-		f.info.Head = headOf(res.Err)
-		if f.info.Head == decide.Limit {
-			e.stats.LimitHello.Add(1)
+		if f.info.Head = headOf(res.Err); f.info.Head == decide.Limit {
+			s.deny(f, LimitHello)
+			return
 		}
-		s.finish(f, s.decide(f), "flow head")
+		s.finish(f, s.decide(f), 0)
 	case p.Truncated:
 		// The queue's copy range cut this packet, and the head goes on
 		// past the cut: its missing bytes will never be seen. (A head
 		// that completes within the copied part is decided as usual: the
 		// bytes after it do not name anything.)
-		e.stats.LimitHello.Add(1)
-		s.deny(f, policy.ReasonLimit, "flow head past the copy range")
+		s.deny(f, LimitHello)
 	}
 }
 
@@ -213,31 +216,33 @@ func (s *Shard) decideNamed(f *flow) {
 		if o.DNSCheck == declog.CheckVerified {
 			e.stats.VerifyHits.Add(1)
 		}
-		s.finish(f, o, "")
+		s.finish(f, o, 0)
 		return
 	}
 	if e.cfg.Verifier == nil {
-		s.finish(f, o.Resolve(e.cfg.Unchecked), "")
+		s.finish(f, o.Resolve(e.cfg.Unchecked), 0)
 		return
 	}
-	select {
-	case e.verifySem <- struct{}{}:
-	default:
-		e.stats.LimitVerify.Add(1)
-		s.deny(f, policy.ReasonLimit, "DNS verifications in flight")
+	// A lookup costs the resolver queries every source shares: each
+	// source has a rate and a share of the lookups in flight.
+	if !s.verifyToken(f.src, e.cfg.Now()) {
+		s.deny(f, LimitVerifyRate)
+		return
+	}
+	if !s.take(f, ResVerify, 1) {
+		s.deny(f, LimitVerify)
 		return
 	}
 	s.to(f, verifying)
 	f.pending = o
 	gen, dst, name := f.gen, f.info.Dst, f.info.Name
-	deadline := f.start.Add(e.cfg.HelloTimeout)
+	ctx, cancel := context.WithDeadline(e.ctx, f.start.Add(e.cfg.HelloTimeout))
+	f.cancel = cancel
 	e.verifyWG.Add(1)
 	go func() {
 		defer e.verifyWG.Done()
-		defer func() { <-e.verifySem }()
-		ctx, cancel := context.WithDeadline(e.ctx, deadline)
+		defer cancel()
 		ok, err := e.cfg.Verifier.Verify(ctx, name, dst)
-		cancel()
 		answer := decide.Match
 		switch {
 		case err != nil:
@@ -250,42 +255,56 @@ func (s *Shard) decideNamed(f *flow) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if f.gen != gen || f.st != verifying {
-			return // timed out and decided meanwhile
+			return // timed out, or evicted, and decided meanwhile
 		}
-		s.finish(f, f.pending.Resolve(answer), "")
+		s.finish(f, f.pending.Resolve(answer), 0)
 	}()
 }
 
-// hold keeps a packet until its flow is decided. It returns false when the
-// flow had too many held packets and was denied for it.
-func (s *Shard) hold(f *flow, p *Packet) bool {
+// carry keeps a packet to carry the verdict of a flow about to be decided
+// (it draws on no pool).
+func (s *Shard) carry(f *flow, p *Packet) {
 	if len(f.held) == 0 {
 		f.waitSince = p.Time
 	}
 	f.held = append(f.held, p.ID)
 	s.e.stats.Held.Add(1)
-	if len(f.held) > s.e.cfg.MaxHeld {
-		s.deny(f, policy.ReasonLimit, "held packets")
+}
+
+// hold keeps a packet until its flow is decided, from the flow's bound and
+// its source's share of the held-packet pool. It returns false when the
+// flow was denied instead (the packet then carries the deny).
+func (s *Shard) hold(f *flow, p *Packet) bool {
+	s.carry(f, p)
+	switch {
+	case len(f.held) > s.e.cfg.MaxHeld:
+		s.deny(f, LimitFlowHeld)
+		return false
+	case !s.take(f, ResHeld, 1):
+		s.deny(f, LimitHeld)
 		return false
 	}
 	return true
 }
 
-// deny denies a flow for a reason of the engine's own; the decision
-// procedure still decides it if the policy does so on the first packet.
-func (s *Shard) deny(f *flow, reason policy.Reason, what string) {
-	f.info.Head = decide.Limit
-	if reason == policy.ReasonIncomplete {
-		f.info.Head = decide.Incomplete
+// deny denies a flow at a limit (counted per limit and per source); the
+// decision procedure still decides it if the policy does so on the first
+// packet.
+func (s *Shard) deny(f *flow, l Limit) {
+	s.e.stats.countLimit(l)
+	if f.src != nil {
+		f.src.limited[l]++
 	}
-	s.finish(f, s.decide(f), what)
+	f.info.Head = decide.Limit
+	s.finish(f, s.decide(f), l+1)
 }
 
 // finish gives the flow its verdict, once: the held packets carry it to
 // the kernel, or, with none in hand, the connection's mark is set; then
-// the flow counts as decided, its line is logged, and it lingers to
-// answer packets still in the queue.
-func (s *Shard) finish(f *flow, o decide.Outcome, limit string) {
+// the flow counts as decided and gives back its pools, its line is
+// logged, and it lingers to answer packets still in the queue. limit is
+// the Limit that denied it, plus one (0: none).
+func (s *Shard) finish(f *flow, o decide.Outcome, limit Limit) {
 	e := s.e
 	if !o.Final || o.Verify {
 		// Not a decision: a bug of the caller. Fail closed.
@@ -312,12 +331,18 @@ func (s *Shard) finish(f *flow, o decide.Outcome, limit string) {
 	f.held = f.held[:0]
 	s.undecided--
 	e.stats.Undecided.Add(-1)
+	if f.cancel != nil {
+		f.cancel()
+		f.cancel = nil
+	}
+	s.release(f)
+	f.src.unlink(f)
 	f.tcp.Release()
 	f.quic.Release()
 	s.linger.push(f, now.Add(e.cfg.Linger))
 
-	if o.Reason == policy.ReasonLimit && limit != "" {
-		e.cfg.Logger.Debug("flow denied at a limit", "limit", limit, "state", from.String(),
+	if limit > 0 {
+		e.cfg.Logger.Debug("flow denied at a limit", "limit", (limit - 1).String(), "state", from.String(),
 			"src", f.info.Src, "dst", f.info.Dst, "dport", f.info.Port)
 	}
 	e.stats.countDecision(f.info.Proto, o.Verdict, o.Reason)
@@ -360,11 +385,12 @@ func (s *Shard) expire(now time.Time) {
 		}
 		switch f.st {
 		case reading:
-			s.deny(f, policy.ReasonIncomplete, "")
+			f.info.Head = decide.Incomplete
+			s.finish(f, s.decide(f), 0)
 		case verifying:
 			// The resolver did not answer in time.
 			s.e.stats.VerifyErrors.Add(1)
-			s.finish(f, f.pending.Resolve(decide.Error), "")
+			s.finish(f, f.pending.Resolve(decide.Error), 0)
 		}
 	}
 	for {
@@ -373,6 +399,10 @@ func (s *Shard) expire(now time.Time) {
 			break
 		}
 		s.evict(ent)
+	}
+	if now.Sub(s.pruned) >= time.Second {
+		s.pruneSources(now)
+		s.pruned = now
 	}
 }
 

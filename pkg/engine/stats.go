@@ -14,9 +14,7 @@ type Stats struct {
 	Undecided atomic.Int64  // flows waiting for a decision now
 	Tracked   atomic.Int64  // flows in the table now (undecided and lingering)
 
-	LimitFlows  atomic.Uint64 // new flows denied: flow table full
-	LimitHello  atomic.Uint64 // flows denied: flow head over hello.max_bytes
-	LimitVerify atomic.Uint64 // flows denied: too many DNS verifications in flight
+	limits [numLimits]atomic.Uint64 // flows denied at a limit, by limit
 
 	VerifyHits       atomic.Uint64 // names verified from the cache
 	VerifyMismatches atomic.Uint64 // destination not among the name's answers
@@ -33,6 +31,20 @@ type Stats struct {
 	Internal atomic.Uint64
 
 	decisions [3][2][16]atomic.Uint64 // [proto][verdict][reason]
+}
+
+func (s *Stats) countLimit(l Limit) {
+	if int(l) < len(s.limits) {
+		s.limits[l].Add(1)
+	}
+}
+
+// Limited returns how many flows were denied at limit l.
+func (s *Stats) Limited(l Limit) uint64 {
+	if int(l) < len(s.limits) {
+		return s.limits[l].Load()
+	}
+	return 0
 }
 
 func (s *Stats) countDecision(p policy.Proto, v policy.Verdict, r policy.Reason) {
