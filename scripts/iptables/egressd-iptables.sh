@@ -5,7 +5,8 @@
 #   egressd-iptables.sh apply  --private IF --public IF [--queues FIRST:COUNT] [--fail-open]
 #                              [--inspect-tcp 80,443] [--inspect-udp 443]
 #   egressd-iptables.sh remove [--private IF --public IF]
-#   egressd-iptables.sh status
+#   egressd-iptables.sh status     exit 0 when every rule is in place; 3 when some are missing;
+#                                  4 when a rule runs before one of egressd's jumps (it is named)
 #
 # Inputs (environment): IPTABLES (default "iptables"; "iptables-legacy" or "iptables-nft"
 # to choose a backend; never mix the two in one namespace), IP6TABLES (default derived
@@ -45,8 +46,18 @@
 # instead of DROP: egressd drops every packet there while it runs (no byte crosses before the
 # decision), and while it is down the bypass lets the replies of unfiltered flows through.
 #
+# Each jump must be the first rule of its built-in chain: a rule above it sees the packets
+# first, and one that accepts them (an "ESTABLISHED,RELATED -j ACCEPT" from Docker, firewalld or
+# an AMI's own rules, above the jump in filter FORWARD) lets every flow past egressd once its SYN
+# is through. apply puts each jump on top, moving it there if it is elsewhere (the new copy goes
+# in and the old ones come out in one transaction, so the chain is never without it; other
+# rules stay, below it). status fails (exit 4) and names every rule found above the filter and
+# mangle jumps; above nat POSTROUTING's it only warns (a rule there changes the NAT, not what
+# the filter lets through). Rules added after apply (Docker restarts re-insert theirs on top)
+# need apply again: run status from monitoring.
+#
 # apply is idempotent: the chains are replaced atomically (iptables-restore --noflush) and
-# each jump is inserted only if missing. remove leaves nothing of egressd.
+# each jump ends up once, on top. remove leaves nothing of egressd.
 set -euo pipefail
 
 IPTABLES="${IPTABLES:-iptables}"
@@ -186,11 +197,34 @@ COMMIT
 RULES
 }
 
-# ensure_jump TOOL TABLE CHAIN TARGET: insert "-j TARGET" at the top of CHAIN once.
-ensure_jump() {
-	if ! "$1" -w -t "$2" -C "$3" -j "$4" 2>/dev/null; then
-		"$1" -w -t "$2" -I "$3" 1 -j "$4"
+# chain_rules TOOL TABLE CHAIN prints CHAIN's rules in order, one a line, as -S shows them.
+chain_rules() {
+	"$1" -w -t "$2" -S "$3" | grep '^-A ' || true
+}
+
+# ensure_first TOOL TABLE CHAIN TARGET: make "-j TARGET" the first rule of CHAIN, and its
+# only copy. A rule above it sees every packet first: in filter FORWARD an
+# "ESTABLISHED,RELATED -j ACCEPT" (Docker's, firewalld's, an AMI's own) passes every flow
+# past egressd once its SYN is through. The jump goes in on top and the other copies come
+# out in one iptables-restore transaction, so the chain is never without it; other rules
+# stay, below it.
+ensure_first() {
+	local tool="$1" table="$2" chain="$3" target="$4"
+	local jump="-A $3 -j $4" rules nums n
+	rules="$(chain_rules "$tool" "$table" "$chain")"
+	if [ "$(head -n 1 <<<"$rules")" = "$jump" ] && [ "$(grep -cxF -- "$jump" <<<"$rules")" -eq 1 ]; then
+		return 0
 	fi
+	# The old copies' rule numbers, highest first, counted after the insert.
+	nums="$(grep -nxF -- "$jump" <<<"$rules" | cut -d: -f1 | sort -rn || true)"
+	{
+		echo "*$table"
+		echo "-I $chain 1 -j $target"
+		for n in $nums; do
+			echo "-D $chain $((n + 1))"
+		done
+		echo "COMMIT"
+	} | "${tool}-restore" -w --noflush
 }
 
 # drop_jump TOOL TABLE CHAIN TARGET: delete every "-j TARGET" from CHAIN.
@@ -234,10 +268,10 @@ apply() {
 	ruleset_mangle | "${IPTABLES}-restore" -w --noflush
 	ruleset_nat | "${IPTABLES}-restore" -w --noflush
 	ruleset_ip6 | "${IP6TABLES}-restore" -w --noflush
-	ensure_jump "$IP6TABLES" filter FORWARD EGRESSD
-	ensure_jump "$IPTABLES" filter FORWARD EGRESSD
-	ensure_jump "$IPTABLES" mangle PREROUTING EGRESSD_PRE
-	ensure_jump "$IPTABLES" nat POSTROUTING EGRESSD_NAT
+	ensure_first "$IP6TABLES" filter FORWARD EGRESSD
+	ensure_first "$IPTABLES" filter FORWARD EGRESSD
+	ensure_first "$IPTABLES" mangle PREROUTING EGRESSD_PRE
+	ensure_first "$IPTABLES" nat POSTROUTING EGRESSD_NAT
 	set_tcp_loose 0
 	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open)"
 }
@@ -260,34 +294,58 @@ remove() {
 	echo "egressd-iptables: removed"
 }
 
+# check_jump TOOL TABLE CHAIN TARGET WHAT [warn]: print whether CHAIN jumps to TARGET and
+# whether anything runs before the jump (naming each rule that does). Sets missing=1 when the
+# jump is absent and misplaced=1 when rules precede it, unless "warn" says a rule there
+# cannot let a packet past the filter (then it only prints a warning).
+check_jump() {
+	local tool="$1" table="$2" chain="$3" target="$4" what="$5" mode="${6:-}"
+	local jump="-A $3 -j $4" rules above
+	rules="$(chain_rules "$tool" "$table" "$chain")"
+	if ! grep -qxF -- "$jump" <<<"$rules"; then
+		echo "$what: MISSING (egressd-iptables.sh apply installs it)"
+		missing=1
+		return 0
+	fi
+	above="$(awk -v j="$jump" '$0 == j { exit } { print }' <<<"$rules")"
+	if [ -z "$above" ]; then
+		echo "$what: present, first in $table $chain"
+		return 0
+	fi
+	if [ "$mode" = warn ]; then
+		echo "$what: present; WARNING: these rules of $table $chain run before it (they cannot let a packet past the filter, but can change the NAT):"
+	else
+		echo "$what: NOT FIRST: these rules of $table $chain run before egressd's jump, and one that accepts a packet skips egressd for it:"
+		misplaced=1
+	fi
+	awk '{ print "    " $0 }' <<<"$above"
+	echo "  fix: run egressd-iptables.sh apply again (it moves egressd's jump on top and keeps these rules"
+	echo "  below it), and find what put them there (Docker, firewalld, the AMI): its next restart may do it again"
+}
+
 status() {
-	local rc=0
-	if "$IPTABLES" -w -t filter -C FORWARD -j EGRESSD 2>/dev/null; then
-		echo "filter FORWARD -> EGRESSD: present"
+	local missing=0 misplaced=0
+	check_jump "$IPTABLES" filter FORWARD EGRESSD "filter FORWARD -> EGRESSD"
+	if [ "$missing" -eq 0 ]; then
 		"$IPTABLES" -w -t filter -vnL EGRESSD
-	else
-		echo "filter FORWARD -> EGRESSD: MISSING"
-		rc=3
 	fi
-	if "$IPTABLES" -w -t nat -C POSTROUTING -j EGRESSD_NAT 2>/dev/null; then
-		echo "nat POSTROUTING -> EGRESSD_NAT: present"
-	else
-		echo "nat POSTROUTING -> EGRESSD_NAT: MISSING"
-		rc=3
-	fi
-	if "$IP6TABLES" -w -t filter -C FORWARD -j EGRESSD 2>/dev/null; then
-		echo "ip6tables FORWARD -> EGRESSD (drop): present"
-	else
-		echo "ip6tables FORWARD -> EGRESSD (drop): MISSING"
-		rc=3
-	fi
+	check_jump "$IPTABLES" mangle PREROUTING EGRESSD_PRE "mangle PREROUTING -> EGRESSD_PRE (TTL)"
+	check_jump "$IPTABLES" nat POSTROUTING EGRESSD_NAT "nat POSTROUTING -> EGRESSD_NAT" warn
+	check_jump "$IP6TABLES" filter FORWARD EGRESSD "ip6tables FORWARD -> EGRESSD (drop)"
 	local f=/proc/sys/net/netfilter/nf_conntrack_tcp_loose
 	[ -e "$f" ] && echo "nf_conntrack_tcp_loose: $(cat "$f")"
 	if [ -r /proc/net/netfilter/nfnetlink_queue ]; then
 		echo "queues (number, reader port id, waiting, copy mode, copy range, queue dropped, user dropped):"
 		awk '{ printf "  %s %s %s %s %s %s %s\n", $1, $2, $3, $4, $5, $6, $7 }' /proc/net/netfilter/nfnetlink_queue
 	fi
-	return "$rc"
+	if [ "$missing" -eq 1 ]; then
+		echo "egressd-iptables: status: rules MISSING (exit 3)" >&2
+		return 3
+	fi
+	if [ "$misplaced" -eq 1 ]; then
+		echo "egressd-iptables: status: a rule runs before egressd's jump and can bypass it (exit 4)" >&2
+		return 4
+	fi
 }
 
 case "$cmd" in
