@@ -12,7 +12,8 @@
 # to choose a backend; never mix the two in one namespace), IP6TABLES (default derived
 # from IPTABLES).
 #
-# What apply installs (design.md, "Rule layout"), in egressd's own chains:
+# What apply installs (design.md, "Rule layout"), in egressd's own chains. A connection is
+# undecided while its connmark is 0 under 0x3:
 #   filter FORWARD -> EGRESSD:
 #     conntrack INVALID                        DROP    (a packet the server would discard decides nothing)
 #     packet marked by a verdict               CONNMARK --save-mark (then the two rules below act on it)
@@ -20,17 +21,47 @@
 #     connection marked deny  (0x2/0x3)        REJECT tcp-reset (TCP), DROP (others)
 #     RELATED ICMP                             ACCEPT  (path MTU, unreachables)
 #     private -> public TCP SYN                NFQUEUE (CIDR-only flows are decided on the SYN)
-#     private -> public TCP, no payload        ACCEPT  (the handshake's ACK: nothing to decide)
-#     private -> public TCP with payload, UDP  NFQUEUE
-#     public -> private TCP, no payload        ACCEPT  (SYN-ACK of an undecided flow)
-#     public -> private with payload           DROP    (reply bytes before the decision; see --fail-open)
+#     private -> public TCP -> EGRESSD_HEAD:
+#       no payload, a bare header (below)      ACCEPT  (the handshake's ACK: nothing to decide)
+#       no payload, any other header           DROP    (options an undecided flow has no use for; see --fail-open)
+#       with payload                           NFQUEUE
+#     private -> public UDP                    NFQUEUE
+#     public -> private TCP -> EGRESSD_REPLY:
+#       SYN flag, no payload                   ACCEPT  (the SYN-ACK; its options stripped in mangle)
+#       no payload, a bare header              ACCEPT
+#       anything else                          DROP    (reply bytes before the decision; see --fail-open)
+#     public -> private UDP                    DROP    (see --fail-open)
 #     anything else                            DROP    (inbound, ICMP echo, other protocols, ...)
 #   mangle PREROUTING -> EGRESSD_PRE: undecided private packets to inspected ports get TTL 64,
 #     so a packet egressd reads is a packet that reaches the server.
+#   mangle FORWARD -> EGRESSD_FWD: TCP of undecided flows, both directions: TCPOPTSTRIP of
+#     every option kind but MSS, window scale, SACK-permitted and timestamps.
 #   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface.
 #   ip6tables filter FORWARD -> EGRESSD: DROP (IPv6 is not filtered, so it is never forwarded).
 #   sysctl net.netfilter.nf_conntrack_tcp_loose=0: TCP without a handshake is INVALID.
 #
+# Nothing the two ends choose crosses an undecided flow but the handshake. Its segments carry
+# no payload (tested exactly, below), and their TCP options are limited twice:
+#  - mangle FORWARD overwrites with NOPs every option but MSS (2), window scale (3),
+#    SACK-permitted (4) and timestamps (8): experimental 253/254, MPTCP (30), TCP Fast Open
+#    (34), MD5 (19), TCP-AO (29) and every unassigned kind. Every SYN crosses before its flow
+#    is decided (a CIDR-only flow's too: the verdict comes in filter, after mangle), so these
+#    never reach a server: TFO and MPTCP fall back to plain TCP, and MD5/AO cannot cross a NAT
+#    anyway (they sign the addresses MASQUERADE rewrites). SACK blocks (5) go too: before the
+#    decision no payload crosses in either direction, so there is nothing to acknowledge
+#    selectively, and each block is 8 bytes of free choice.
+#  - TCPOPTSTRIP goes by kind and believes the length byte, so a kept kind with a forged
+#    length (a 38-byte "timestamp") or a repeated one would still carry data. So a payload-less
+#    segment other than a SYN must be bare: a 20-byte TCP header, or a 32-byte one whose
+#    options are exactly NOP, NOP, timestamps (RFC 7323 Appendix A's layout, which Linux, the
+#    BSDs, macOS and Windows send), with the urgent pointer 0 in both. Anything else is
+#    dropped. A SYN's options cannot be pinned this way (every stack orders them its own way),
+#    so the SYN and SYN-ACK, stripped, remain: the README's "what a name filter cannot stop"
+#    names them with the other residual channels (sequence numbers, IP ID, window, timestamp
+#    values, timing), all bounded by the life of an undecided flow (hello.timeout).
+# A decided flow is untouched: the strip matches connmark 0 only, and its packets take the
+# connmark ACCEPT before any of the tests above.
+
 # The direction of a packet is conntrack's (ORIGINAL: from the client that opened the flow;
 # REPLY: from the server), so --private and --public may name the same interface: a NAT
 # instance with one ENI receives from the private subnets and sends to the internet gateway
@@ -41,10 +72,12 @@
 # count as payload.
 #
 # The NFQUEUE rules use --queue-bypass only with --fail-open: then, with no egressd reading,
-# new flows pass unfiltered. Without it they are dropped (fail closed). With --fail-open the
-# reply packets of undecided flows that carry payload go to one more queue, FIRST+COUNT,
-# instead of DROP: egressd drops every packet there while it runs (no byte crosses before the
-# decision), and while it is down the bypass lets the replies of unfiltered flows through.
+# new flows pass unfiltered. Without it they are dropped (fail closed). With --fail-open what
+# an undecided flow must not pass (replies with payload, payload-less segments that are not
+# bare, in either direction) goes to one more queue, FIRST+COUNT, instead of DROP: egressd
+# drops every packet there while it runs (nothing crosses before the decision), and while it
+# is down the bypass lets the packets of unfiltered flows through. Such flows stay undecided,
+# so their SACK blocks are stripped for their whole life: loss recovery is slower, not broken.
 #
 # Each jump must be the first rule of its built-in chain: a rule above it sees the packets
 # first, and one that accepts them (an "ESTABLISHED,RELATED -j ACCEPT" from Docker, firewalld or
@@ -124,6 +157,26 @@ queue_target() {
 	echo "$target"
 }
 
+# strip_options prints the TCP option kinds stripped from undecided flows: every kind but
+# EOL and NOP (0, 1: TCPOPTSTRIP refuses them), MSS (2), window scale (3), SACK-permitted (4)
+# and timestamps (8).
+strip_options() {
+	local k list=""
+	for k in $(seq 5 255); do
+		[ "$k" -eq 8 ] || list="$list,$k"
+	done
+	echo "${list#,}"
+}
+
+# bare_matches prints the u32 matches of the two payload-less TCP segments an undecided flow
+# sends after its handshake: a 20-byte header (no options), or a 32-byte one whose options
+# are NOP, NOP, timestamps (RFC 7323 Appendix A's layout: Linux, the BSDs, macOS and Windows
+# all send it); in both the urgent pointer is 0. IPv4 header of 20 bytes.
+bare_matches() {
+	echo "-m u32 --u32 0>>24=0x45&&0&0xFFFF=40&&32>>28=5&&36&0xFFFF=0"
+	echo "-m u32 --u32 0>>24=0x45&&0&0xFFFF=52&&32>>28=8&&36&0xFFFF=0&&40=0x0101080A"
+}
+
 # no_payload_matches prints one u32 match per TCP data offset (5..15) that is true exactly
 # when an IPv4 packet with a 20-byte header carries a TCP segment without payload.
 no_payload_matches() {
@@ -158,11 +211,17 @@ RULES
 	local m
 	while read -r m; do
 		echo "-A EGRESSD_HEAD $m -j ACCEPT"
+	done < <(bare_matches)
+	while read -r m; do
+		echo "-A EGRESSD_HEAD $m -j $r"
 	done < <(no_payload_matches)
 	echo "-A EGRESSD_HEAD -j $q"
 	while read -r m; do
-		echo "-A EGRESSD_REPLY $m -j ACCEPT"
+		echo "-A EGRESSD_REPLY -p tcp --tcp-flags SYN SYN $m -j ACCEPT"
 	done < <(no_payload_matches)
+	while read -r m; do
+		echo "-A EGRESSD_REPLY $m -j ACCEPT"
+	done < <(bare_matches)
 	echo "-A EGRESSD_REPLY -j $r"
 	echo "COMMIT"
 }
@@ -170,6 +229,8 @@ RULES
 ruleset_mangle() {
 	echo "*mangle"
 	echo ":EGRESSD_PRE - [0:0]"
+	echo ":EGRESSD_FWD - [0:0]"
+	echo "-A EGRESSD_FWD -p tcp -m connmark --mark 0x0/$MARK_MASK -j TCPOPTSTRIP --strip-options $(strip_options)"
 	if [ -n "$inspect_tcp" ]; then
 		echo "-A EGRESSD_PRE -i $private -m conntrack --ctdir ORIGINAL -p tcp -m multiport --dports $inspect_tcp -m connmark --mark 0x0/$MARK_MASK -j TTL --ttl-set 64"
 	fi
@@ -271,6 +332,7 @@ apply() {
 	ensure_first "$IP6TABLES" filter FORWARD EGRESSD
 	ensure_first "$IPTABLES" filter FORWARD EGRESSD
 	ensure_first "$IPTABLES" mangle PREROUTING EGRESSD_PRE
+	ensure_first "$IPTABLES" mangle FORWARD EGRESSD_FWD
 	ensure_first "$IPTABLES" nat POSTROUTING EGRESSD_NAT
 	set_tcp_loose 0
 	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open)"
@@ -279,6 +341,7 @@ apply() {
 remove() {
 	drop_jump "$IPTABLES" filter FORWARD EGRESSD
 	drop_jump "$IPTABLES" mangle PREROUTING EGRESSD_PRE
+	drop_jump "$IPTABLES" mangle FORWARD EGRESSD_FWD
 	drop_jump "$IPTABLES" nat POSTROUTING EGRESSD_NAT
 	drop_jump "$IP6TABLES" filter FORWARD EGRESSD
 	local c
@@ -286,6 +349,7 @@ remove() {
 		drop_chain "$IPTABLES" filter "$c"
 	done
 	drop_chain "$IPTABLES" mangle EGRESSD_PRE
+	drop_chain "$IPTABLES" mangle EGRESSD_FWD
 	drop_chain "$IPTABLES" nat EGRESSD_NAT
 	drop_chain "$IP6TABLES" filter EGRESSD
 	if [ -e /proc/sys/net/netfilter/nf_conntrack_tcp_loose ]; then
@@ -330,6 +394,7 @@ status() {
 		"$IPTABLES" -w -t filter -vnL EGRESSD
 	fi
 	check_jump "$IPTABLES" mangle PREROUTING EGRESSD_PRE "mangle PREROUTING -> EGRESSD_PRE (TTL)"
+	check_jump "$IPTABLES" mangle FORWARD EGRESSD_FWD "mangle FORWARD -> EGRESSD_FWD (TCP options)"
 	check_jump "$IPTABLES" nat POSTROUTING EGRESSD_NAT "nat POSTROUTING -> EGRESSD_NAT" warn
 	check_jump "$IP6TABLES" filter FORWARD EGRESSD "ip6tables FORWARD -> EGRESSD (drop)"
 	local f=/proc/sys/net/netfilter/nf_conntrack_tcp_loose

@@ -83,7 +83,7 @@ func TestIptablesScript(t *testing.T) {
 			if once != twice {
 				t.Errorf("apply twice differs from apply once:\n--- once\n%s\n--- twice\n%s", once, twice)
 			}
-			for _, jump := range []string{"-A FORWARD -j EGRESSD", "-A PREROUTING -j EGRESSD_PRE", "-A POSTROUTING -j EGRESSD_NAT"} {
+			for _, jump := range []string{"-A FORWARD -j EGRESSD", "-A PREROUTING -j EGRESSD_PRE", "-A FORWARD -j EGRESSD_FWD", "-A POSTROUTING -j EGRESSD_NAT"} {
 				if n := strings.Count(twice, jump+"\n"); n < 1 || (jump == "-A FORWARD -j EGRESSD" && n != 2) || (jump != "-A FORWARD -j EGRESSD" && n != 1) {
 					t.Errorf("%q appears %d times after two applies", jump, n)
 				}
@@ -185,6 +185,7 @@ func TestIptablesJumpFirst(t *testing.T) {
 				for _, c := range [][3]string{
 					{"filter", "FORWARD", "-A FORWARD -j EGRESSD"},
 					{"mangle", "PREROUTING", "-A PREROUTING -j EGRESSD_PRE"},
+					{"mangle", "FORWARD", "-A FORWARD -j EGRESSD_FWD"},
 					{"nat", "POSTROUTING", "-A POSTROUTING -j EGRESSD_NAT"},
 				} {
 					rules := chainRules(t, l, backend, c[0], c[1])
