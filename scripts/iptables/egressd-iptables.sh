@@ -19,7 +19,10 @@
 #     packet marked by a verdict               CONNMARK --save-mark (then the two rules below act on it)
 #     connection marked allow (0x1/0x3)        ACCEPT  (the fast path: all but the first packets)
 #     connection marked deny  (0x2/0x3)        REJECT tcp-reset (TCP), DROP (others)
-#     RELATED ICMP                             ACCEPT  (path MTU, unreachables)
+#     RELATED ICMP (an error about an undecided flow) -> EGRESSD_ICMP:
+#       destination unreachable, public -> private (REPLY),
+#         no longer than the header it quotes  ACCEPT  (path MTU, unreachables; the bound below)
+#       anything else                          DROP    (see --fail-open)
 #     private -> public TCP SYN                NFQUEUE (CIDR-only flows are decided on the SYN)
 #     private -> public TCP -> EGRESSD_HEAD:
 #       no payload, a bare header (below)      ACCEPT  (the handshake's ACK: nothing to decide)
@@ -61,6 +64,24 @@
 #    values, timing), all bounded by the life of an undecided flow (hello.timeout).
 # A decided flow is untouched: the strip matches connmark 0 only, and its packets take the
 # connmark ACCEPT before any of the tests above.
+#
+# ICMP errors about an undecided flow (conntrack finds the flow they quote: RELATED, with the
+# flow's connmark) cross only as path MTU discovery and unreachables need: destination
+# unreachable (type 3, every code: fragmentation needed, host, port, administratively
+# prohibited), only toward the client (the REPLY direction: about a packet the client sent),
+# and no longer than the header they quote: 20 (IPv4, no options) + 8 (ICMP) + 20 (the quoted
+# IPv4 header, no options) + T, where T is 8, RFC 792's "first 64 bits" (the ports and the
+# TCP sequence number: all a receiving stack reads), or, for a quoted TCP segment, exactly
+# its header, 4 * its data offset (RFC 1812 routers, Linux among them, quote up to 576 bytes,
+# which for the payload-less segments an undecided flow sends is their whole header). That is
+# 56 bytes, or 68 to 108 for TCP, tested exactly with u32; one byte more is dropped, and so
+# is every other type (time exceeded, parameter problem, source quench, redirect) and every
+# error toward the server. What stays free in an error that passes (its code, the 4 bytes
+# after its checksum, the quoted header's fields and a quoted SYN's options, at most 40
+# bytes) is among the residual channels the README names. Errors about a decided flow meet
+# the connmark rules first: an allowed flow gets them whole (a router's 576-byte
+# "fragmentation needed" about a full-size segment: path MTU discovery works), a denied flow
+# none.
 
 # The direction of a packet is conntrack's (ORIGINAL: from the client that opened the flow;
 # REPLY: from the server), so --private and --public may name the same interface: a NAT
@@ -74,10 +95,11 @@
 # The NFQUEUE rules use --queue-bypass only with --fail-open: then, with no egressd reading,
 # new flows pass unfiltered. Without it they are dropped (fail closed). With --fail-open what
 # an undecided flow must not pass (replies with payload, payload-less segments that are not
-# bare, in either direction) goes to one more queue, FIRST+COUNT, instead of DROP: egressd
+# bare, in either direction, ICMP errors beyond the bound below) goes to one more queue, FIRST+COUNT, instead of DROP: egressd
 # drops every packet there while it runs (nothing crosses before the decision), and while it
 # is down the bypass lets the packets of unfiltered flows through. Such flows stay undecided,
-# so their SACK blocks are stripped for their whole life: loss recovery is slower, not broken.
+# so their SACK blocks are stripped for their whole life (loss recovery is slower, not
+# broken), and their ICMP errors take the bypass too (path MTU discovery works).
 #
 # Each jump must be the first rule of its built-in chain: a rule above it sees the packets
 # first, and one that accepts them (an "ESTABLISHED,RELATED -j ACCEPT" from Docker, firewalld or
@@ -101,7 +123,7 @@ MARK_ALLOW=0x1
 MARK_DENY=0x2
 MARK_MASK=0x3
 
-CHAINS_FILTER=(EGRESSD EGRESSD_HEAD EGRESSD_REPLY)
+CHAINS_FILTER=(EGRESSD EGRESSD_HEAD EGRESSD_REPLY EGRESSD_ICMP)
 
 usage() {
 	sed -n '2,/^set -euo/p' "$0" | sed -e 's/^# \{0,1\}//' -e '/^set -euo/d'
@@ -177,6 +199,20 @@ bare_matches() {
 	echo "-m u32 --u32 0>>24=0x45&&0&0xFFFF=52&&32>>28=8&&36&0xFFFF=0&&40=0x0101080A"
 }
 
+# icmp_quote_matches prints the u32 matches of an ICMP error that holds nothing after the
+# header it quotes: a 20-byte IPv4 header, the 8-byte ICMP header and a quoted 20-byte IPv4
+# header, then either 8 bytes of the quoted datagram (RFC 792: ports and, for TCP, the
+# sequence number; 56 bytes in all) or, for a quoted TCP segment, its whole header as its
+# data offset gives it (RFC 1812 routers quote as much as fits in 576 bytes, and a segment
+# that crosses an undecided flow has no payload; 68 to 108 bytes).
+icmp_quote_matches() {
+	local doff
+	echo "-m u32 --u32 0>>24=0x45&&0&0xFFFF=56&&28>>24=0x45"
+	for doff in $(seq 5 15); do
+		echo "-m u32 --u32 0>>24=0x45&&0&0xFFFF=$((48 + 4 * doff))&&28>>24=0x45&&36>>16&0xFF=6&&60>>28=$doff"
+	done
+}
+
 # no_payload_matches prints one u32 match per TCP data offset (5..15) that is true exactly
 # when an IPv4 packet with a 20-byte header carries a TCP segment without payload.
 no_payload_matches() {
@@ -195,12 +231,13 @@ ruleset_filter() {
 :EGRESSD - [0:0]
 :EGRESSD_HEAD - [0:0]
 :EGRESSD_REPLY - [0:0]
+:EGRESSD_ICMP - [0:0]
 -A EGRESSD -m conntrack --ctstate INVALID -j DROP
 -A EGRESSD -m mark ! --mark 0x0/$MARK_MASK -j CONNMARK --save-mark --nfmask $MARK_MASK --ctmask $MARK_MASK
 -A EGRESSD -m connmark --mark $MARK_ALLOW/$MARK_MASK -j ACCEPT
 -A EGRESSD -p tcp -m connmark --mark $MARK_DENY/$MARK_MASK -j REJECT --reject-with tcp-reset
 -A EGRESSD -m connmark --mark $MARK_DENY/$MARK_MASK -j DROP
--A EGRESSD -p icmp -m conntrack --ctstate RELATED -j ACCEPT
+-A EGRESSD -p icmp -m conntrack --ctstate RELATED -j EGRESSD_ICMP
 -A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp --syn -j $q
 -A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp -j EGRESSD_HEAD
 -A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p udp -j $q
@@ -223,6 +260,10 @@ RULES
 		echo "-A EGRESSD_REPLY $m -j ACCEPT"
 	done < <(bare_matches)
 	echo "-A EGRESSD_REPLY -j $r"
+	while read -r m; do
+		echo "-A EGRESSD_ICMP -i $public -o $private -p icmp --icmp-type destination-unreachable -m conntrack --ctdir REPLY $m -j ACCEPT"
+	done < <(icmp_quote_matches)
+	echo "-A EGRESSD_ICMP -j $r"
 	echo "COMMIT"
 }
 

@@ -41,8 +41,11 @@ func (c *RawTCP) SendFromServer(payload []byte, opts ...SegOpt) error {
 type ICMPError struct {
 	Type, Code uint8
 	Rest       uint32 // destination unreachable, fragmentation needed: the next-hop MTU
-	// QuotedTCP is how much of the quoted TCP header (20 bytes, no options)
-	// is quoted: 0 for all of it, 8 for RFC 792's "first 64 bits".
+	// QuotedOptions are the quoted TCP header's options (a SYN's, say); the
+	// header is 20 bytes without them.
+	QuotedOptions []layers.TCPOption
+	// QuotedTCP is how much of the quoted TCP header is quoted: 0 for all
+	// of it, 8 for RFC 792's "first 64 bits".
 	QuotedTCP int
 	Data      []byte // bytes after the quoted header: what a covert sender adds
 }
@@ -50,11 +53,21 @@ type ICMPError struct {
 // Len is the error's IPv4 length: 20 + 8 + 20 + the quoted TCP bytes + Data.
 func (e ICMPError) Len() int { return 48 + e.quoted() + len(e.Data) }
 
+// quoted is how many bytes of the quoted TCP header e holds.
 func (e ICMPError) quoted() int {
-	if e.QuotedTCP == 0 {
-		return 20
+	if e.QuotedTCP != 0 {
+		return e.QuotedTCP
 	}
-	return e.QuotedTCP
+	n := 20
+	for _, o := range e.QuotedOptions {
+		switch o.OptionType {
+		case layers.TCPOptionKindEndList, layers.TCPOptionKindNop:
+			n++
+		default:
+			n += 2 + len(o.OptionData)
+		}
+	}
+	return (n + 3) / 4 * 4
 }
 
 // SendICMPFromInet sends e from the inet namespace to the NAT's public
@@ -66,7 +79,7 @@ func (c *RawTCP) SendICMPFromInet(e ICMPError) error {
 		return err
 	}
 	nat := netip.MustParseAddr(NATPublic)
-	quoted, err := tcpPacket(nat, c.dst, c.natPort, c.dport, c.ISN+1, func(t *layers.TCP) { t.ACK, t.Ack = true, c.rcvNxt }, nil)
+	quoted, err := tcpPacket(nat, c.dst, c.natPort, c.dport, c.ISN+1, func(t *layers.TCP) { t.ACK, t.Ack = true, c.rcvNxt }, nil, WithOptions(e.QuotedOptions...))
 	if err != nil {
 		return err
 	}
@@ -80,7 +93,7 @@ func (c *RawTCP) SendICMPFromInet(e ICMPError) error {
 // SendICMPFromClient sends e from the client namespace to the server, as
 // the client (or a router before the NAT) would about the server's segment.
 func (c *RawTCP) SendICMPFromClient(e ICMPError) error {
-	quoted, err := tcpPacket(c.dst, c.src, c.dport, c.sport, c.rcvNxt, func(t *layers.TCP) { t.ACK, t.Ack = true, c.ISN+1 }, nil)
+	quoted, err := tcpPacket(c.dst, c.src, c.dport, c.sport, c.rcvNxt, func(t *layers.TCP) { t.ACK, t.Ack = true, c.ISN+1 }, nil, WithOptions(e.QuotedOptions...))
 	if err != nil {
 		return err
 	}
@@ -92,9 +105,10 @@ func (c *RawTCP) SendICMPFromClient(e ICMPError) error {
 }
 
 // icmpPacket lays out an IPv4 ICMP error from src to dst quoting segment
-// (an IPv4 packet with a 20-byte header and a 20-byte TCP header) as e says.
+// (an IPv4 packet with a 20-byte header and a TCP segment without payload)
+// as e says.
 func icmpPacket(src, dst netip.Addr, e ICMPError, segment []byte) ([]byte, error) {
-	if n := e.quoted(); n < 1 || n > 20 || len(segment) != 40 {
+	if n := e.quoted(); n < 1 || 20+n > len(segment) {
 		return nil, fmt.Errorf("cannot quote %d bytes of a TCP header from a %d-byte segment", n, len(segment))
 	}
 	body := append(append([]byte(nil), segment[:20+e.quoted()]...), e.Data...)
