@@ -85,6 +85,12 @@ type CapturedPacket struct {
 	SYN, RST         bool
 	TTL              int
 	Payload          int // TCP or UDP payload bytes
+	IPLen            int // the IPv4 total length
+	// ICMP is true for an ICMP packet, whose type and code follow.
+	ICMP               bool
+	ICMPType, ICMPCode uint8
+	TCPOptions         []byte // the TCP header's options, as they arrived
+	Data               []byte // the whole frame, from the link-layer header on
 }
 
 // Stop ends the capture and returns its packets.
@@ -114,14 +120,17 @@ func (c *Capture) Stop() ([]CapturedPacket, error) {
 			return out, nil
 		}
 		pkt := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
-		cp := CapturedPacket{Time: ci.Timestamp}
+		cp := CapturedPacket{Time: ci.Timestamp, Data: data}
 		if ip, ok := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
-			cp.Src, cp.Dst, cp.TTL = ip.SrcIP.String(), ip.DstIP.String(), int(ip.TTL)
+			cp.Src, cp.Dst, cp.TTL, cp.IPLen = ip.SrcIP.String(), ip.DstIP.String(), int(ip.TTL), int(ip.Length)
 		}
-		if tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+		if icmp, ok := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); ok {
+			cp.ICMP, cp.ICMPType, cp.ICMPCode = true, icmp.TypeCode.Type(), icmp.TypeCode.Code()
+		} else if tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
 			cp.SrcPort, cp.DstPort = int(tcp.SrcPort), int(tcp.DstPort)
 			cp.SYN, cp.RST = tcp.SYN, tcp.RST
 			cp.Payload = len(tcp.Payload)
+			cp.TCPOptions = append([]byte(nil), tcp.Contents[20:]...)
 		} else if udp, ok := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP); ok {
 			cp.SrcPort, cp.DstPort = int(udp.SrcPort), int(udp.DstPort)
 			cp.Payload = len(udp.Payload)

@@ -17,7 +17,9 @@
 // .10:2222 and .12:443, HTTP/3 on UDP 443 of .10 and .11 when a test asks
 // (StartQUIC), and DNS for the test names on 203.0.113.53:53. Nothing routes outside the namespaces: the client's only
 // route leads to the NAT, the NAT's public side reaches only inet, and inet
-// has no route beyond its own subnet.
+// has no route beyond its own subnet, except to a fourth namespace, far
+// (198.18.2.2, behind inet over a link of a chosen MTU), when a test adds
+// it (AddFar).
 //
 // Every name is unique to the process and lab (egt-<pid>-<n>-...), and
 // Close removes everything, also after a failure; Start registers Close
@@ -214,6 +216,48 @@ func (l *Lab) startDNS() error {
 	return nil
 }
 
+// Addresses of the far namespace (AddFar).
+const (
+	FarAddr    = "198.18.2.2" // a host behind inet
+	FarGateway = "198.18.2.1" // inet's side of the link to far
+)
+
+// AddFar adds a namespace behind inet, for traffic whose path crosses a
+// router beyond the NAT:
+//
+//	client --- nat --- inet (forwarding) --[i1 MTU mtu | f0 MTU 1500]-- far 198.18.2.2/24
+//
+// inet's end of the link has the given MTU and far's end keeps 1500, so
+// far's TCP announces an MSS for 1500 bytes and a client sending segments
+// that large meets inet's "fragmentation needed": an ICMP error that
+// crosses the NAT's FORWARD chain toward the client (path MTU discovery).
+// The NAT routes 198.18.2.0/24 to inet; inet forwards; far's default
+// route is inet. The namespace goes with the lab.
+func (l *Lab) AddFar(mtu int) (*netnstest.NS, error) {
+	far := &netnstest.NS{Name: l.ID + "-far"}
+	if err := run("ip", "netns", "add", far.Name); err != nil {
+		return nil, err
+	}
+	l.onClose(func() error { return run("ip", "netns", "del", far.Name) })
+	f, i, n := far.Name, l.Inet.Name, l.NAT.Name
+	for _, s := range [][]string{
+		{"ip", "link", "add", "i1", "netns", i, "mtu", strconv.Itoa(mtu), "type", "veth", "peer", "name", "f0", "netns", f},
+		{"ip", "-n", i, "addr", "add", FarGateway + "/24", "dev", "i1"},
+		{"ip", "-n", f, "addr", "add", FarAddr + "/24", "dev", "f0"},
+		{"ip", "-n", f, "link", "set", "lo", "up"},
+		{"ip", "-n", f, "link", "set", "f0", "up"},
+		{"ip", "-n", i, "link", "set", "i1", "up"},
+		{"ip", "-n", f, "route", "add", "default", "via", FarGateway},
+		{"ip", "-n", n, "route", "add", "198.18.2.0/24", "via", ServerAddr, "dev", PublicIF},
+		{"ip", "netns", "exec", i, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+	} {
+		if err := run(s[0], s[1:]...); err != nil {
+			return nil, err
+		}
+	}
+	return far, nil
+}
+
 // onClose registers a cleanup step; Close runs them in reverse order.
 func (l *Lab) onClose(fn func() error) {
 	l.mu.Lock()
@@ -263,7 +307,7 @@ func run(name string, args ...string) error {
 	return nil
 }
 
-var staleRE = regexp.MustCompile(`^egt-(\d+)-\d+-(client|nat|inet)$`)
+var staleRE = regexp.MustCompile(`^egt-(\d+)-\d+-(client|nat|inet|far)$`)
 
 // sweepStale deletes lab namespaces whose creating process is gone (a test
 // binary killed before its cleanup ran).

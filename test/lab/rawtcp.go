@@ -18,9 +18,14 @@ import (
 
 // RawTCP is a hand-made TCP client in the client namespace: it sends
 // segments exactly as a test lays them out (any order, overlapping, with a
-// bad checksum or a short TTL) and reads what comes back. The client's own
-// TCP stack is told to keep out of it: its resets for this port are
-// dropped by an OUTPUT rule in the client namespace.
+// bad checksum, a short TTL or any TCP options) and reads what comes back.
+// The client's own TCP stack is told to keep out of it: its resets for this
+// port are dropped by an OUTPUT rule in the client namespace.
+//
+// It can also speak for the flow's other end and for routers on the way:
+// SendFromServer sends a segment from the inet namespace as the server
+// would, and SendICMPFromInet and SendICMPFromClient send ICMP errors that
+// quote the flow's real addresses and ports, from either side.
 type RawTCP struct {
 	l            *Lab
 	send, recv   int // raw sockets: IPPROTO_RAW to send, IPPROTO_TCP to read
@@ -28,6 +33,9 @@ type RawTCP struct {
 	sport, dport uint16
 	ISN          uint32
 	rcvNxt       uint32
+
+	inet    int    // IPPROTO_RAW socket in inet, opened by the first send from there
+	natPort uint16 // the client's port as the NAT translated it, found then too
 }
 
 // Segment options.
@@ -36,6 +44,7 @@ type SegOpt func(*segment)
 type segment struct {
 	ttl         uint8
 	badChecksum bool
+	options     []layers.TCPOption
 }
 
 // WithTTL sends the segment with this IP TTL.
@@ -43,6 +52,27 @@ func WithTTL(ttl uint8) SegOpt { return func(s *segment) { s.ttl = ttl } }
 
 // WithBadChecksum sends the segment with a wrong TCP checksum.
 func WithBadChecksum() SegOpt { return func(s *segment) { s.badChecksum = true } }
+
+// WithOptions sends the segment with these TCP options, in this order. The
+// length byte of each is set from its data (so a timestamp option given 36
+// bytes of data goes out with length 38, as a covert sender would lay it
+// out), and the header is padded with zeros to a multiple of 4 bytes.
+func WithOptions(opts ...layers.TCPOption) SegOpt {
+	return func(s *segment) { s.options = append(s.options, opts...) }
+}
+
+// TimestampOptions are the options of a Linux segment after the handshake:
+// NOP, NOP, timestamps (RFC 7323 Appendix A's layout), with these values.
+func TimestampOptions(tsval, tsecr uint32) []layers.TCPOption {
+	ts := make([]byte, 8)
+	binary.BigEndian.PutUint32(ts, tsval)
+	binary.BigEndian.PutUint32(ts[4:], tsecr)
+	return []layers.TCPOption{
+		{OptionType: layers.TCPOptionKindNop},
+		{OptionType: layers.TCPOptionKindNop},
+		{OptionType: layers.TCPOptionKindTimestamps, OptionData: ts},
+	}
+}
 
 // NewRawTCP prepares a raw client from the client namespace to dst:dport.
 func (l *Lab) NewRawTCP(dst string, dport uint16) (*RawTCP, error) {
@@ -78,6 +108,10 @@ func (c *RawTCP) Close() error {
 		unix.Close(c.recv)
 		c.send, c.recv = 0, 0
 	}
+	if c.inet > 0 {
+		unix.Close(c.inet)
+		c.inet = 0
+	}
 	return nil
 }
 
@@ -85,29 +119,45 @@ func (c *RawTCP) Close() error {
 func (c *RawTCP) SrcPort() int { return int(c.sport) }
 
 func (c *RawTCP) write(seq uint32, flags func(*layers.TCP), payload []byte, opts ...SegOpt) error {
+	pkt, err := tcpPacket(c.src, c.dst, c.sport, c.dport, seq, flags, payload, opts...)
+	if err != nil {
+		return err
+	}
+	return sendIPv4(c.send, pkt)
+}
+
+// tcpPacket lays out one IPv4 packet carrying a TCP segment.
+func tcpPacket(src, dst netip.Addr, sport, dport uint16, seq uint32, flags func(*layers.TCP), payload []byte, opts ...SegOpt) ([]byte, error) {
 	s := segment{ttl: 64}
 	for _, o := range opts {
 		o(&s)
 	}
-	ip := &layers.IPv4{Version: 4, TTL: s.ttl, Protocol: layers.IPProtocolTCP, SrcIP: c.src.AsSlice(), DstIP: c.dst.AsSlice(), Id: uint16(rand.Uint32())}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(c.sport), DstPort: layers.TCPPort(c.dport), Seq: seq, Window: 64240}
+	ip := &layers.IPv4{Version: 4, TTL: s.ttl, Protocol: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), Id: uint16(rand.Uint32())}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: seq, Window: 64240, Options: s.options}
 	flags(tcp)
 	tcp.SetNetworkLayerForChecksum(ip)
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(payload)); err != nil {
-		return err
+		return nil, err
 	}
 	pkt := buf.Bytes()
 	if s.badChecksum {
 		pkt[20+16] ^= 0x5a // the TCP checksum field
 	}
-	sa := &unix.SockaddrInet4{Addr: c.dst.As4()}
-	return unix.Sendto(c.send, pkt, 0, sa)
+	return pkt, nil
 }
 
-// Handshake sends the SYN, waits for the SYN-ACK and acknowledges it.
-func (c *RawTCP) Handshake(timeout time.Duration) error {
-	if err := c.write(c.ISN, func(t *layers.TCP) { t.SYN = true }, nil); err != nil {
+// sendIPv4 sends a whole IPv4 packet (header included) on a raw socket, to
+// the destination its header names.
+func sendIPv4(fd int, pkt []byte) error {
+	sa := &unix.SockaddrInet4{Addr: [4]byte(pkt[16:20])}
+	return unix.Sendto(fd, pkt, 0, sa)
+}
+
+// Handshake sends the SYN (laid out with opts), waits for the SYN-ACK and
+// acknowledges it.
+func (c *RawTCP) Handshake(timeout time.Duration, opts ...SegOpt) error {
+	if err := c.write(c.ISN, func(t *layers.TCP) { t.SYN = true }, nil, opts...); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(timeout)
@@ -150,6 +200,12 @@ func (c *RawTCP) SendAll(off int, payload []byte, opts ...SegOpt) error {
 		payload = payload[n:]
 	}
 	return nil
+}
+
+// SendACK sends a segment without payload that acknowledges what the
+// server sent (a pure ACK), laid out with opts.
+func (c *RawTCP) SendACK(opts ...SegOpt) error {
+	return c.write(c.ISN+1, func(t *layers.TCP) { t.ACK, t.Ack = true, c.rcvNxt }, nil, opts...)
 }
 
 // SendNoHandshake sends a data segment for a connection that never had a
