@@ -59,7 +59,7 @@ var (
 	descLimits      = desc("egressd_limit_denials_total", "Flows denied at a limit, by limit: a pool a source was over its share of (flows, held_packets, buffer_bytes, dns_in_flight), evicted (for a source under its share), dns_rate (a source's lookups per second), dns_budget (the resolver's queries per second), or one flow's bound (flow_held_packets, syn_retransmissions, hello_bytes).", "limit")
 	descEngineErrs  = desc("egressd_engine_errors_total", "Engine faults, each failed closed: conclude (a verdict with no packet in hand that conntrack did not take), internal (a refused flow state change: a bug).", "kind")
 	descQueueErrs   = desc("egressd_queue_errors_total", "Queue socket events: enobufs (the kernel could not deliver), receive, verdict, decode.", "queue", "kind")
-	descQueueDrops  = desc("egressd_queue_dropped_total", "Packets the kernel dropped at a queue (nfnetlink_queue): full queue, or the reader failed.", "queue", "by")
+	descQueueDrops  = desc("egressd_queue_dropped_total", "Packets dropped at a queue: by the kernel (nfnetlink_queue: full queue) or user (the reader failed), or by egressd (fail_open's drop queue: what an undecided flow may not carry).", "queue", "by")
 	descDNS         = desc("egressd_dns_total", "DNS verification: lookups sent, cache hits, mismatches, errors.", "event")
 	descReloads     = desc("egressd_policy_reload_total", "Policy reloads, by result.", "result")
 	descPolicyInfo  = desc("egressd_policy_info", "The policy in force: its file's SHA-256.", "sha256")
@@ -111,6 +111,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descQueueErrs, qs.RecvErrors.Load(), n, "receive")
 		counter(descQueueErrs, qs.VerdictErrors.Load(), n, "verdict")
 		counter(descQueueErrs, qs.DecodeErrors.Load(), n, "decode")
+		if qs.Dropped.Load() > 0 {
+			counter(descQueueDrops, qs.Dropped.Load(), n, "egressd")
+		}
 	}
 	for num, drops := range readQueueDrops() {
 		counter(descQueueDrops, drops[0], num, "kernel")

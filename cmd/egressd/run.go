@@ -194,11 +194,11 @@ func (d *daemon) start(stdout io.Writer) error {
 		d.queues = append(d.queues, q)
 	}
 	if cfg.FailOpen {
-		// The rules send undecided flows' replies with payload here
+		// The rules send here what an undecided flow may not carry
 		// (egressd-iptables.sh --fail-open): dropped while egressd runs,
 		// bypassed while it is down. It is no shard's: its packets
 		// decide nothing, and no verdict of a flow goes out on it.
-		q, err := nfq.OpenReplyQueue(nfq.QueueConfig{
+		q, err := nfq.OpenDropQueue(nfq.QueueConfig{
 			Num: uint16(cfg.Queue.First + cfg.Queue.Count), Len: uint32(cfg.Queue.Len), FailOpen: true, Logger: log,
 		})
 		if err != nil {

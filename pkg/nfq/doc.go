@@ -10,6 +10,6 @@
 // the decision procedure and replay link none of it.
 //
 // What it refuses: packets it cannot decode are dropped; every packet of
-// the fail_open reply queue is dropped. Reading the queues and updating
+// the fail_open drop queue is dropped. Reading the queues and updating
 // conntrack needs CAP_NET_ADMIN in the NAT's network namespace.
 package nfq

@@ -80,9 +80,10 @@ type QueueStats struct {
 	RecvErrors    atomic.Uint64 // other receive errors
 	VerdictErrors atomic.Uint64 // verdicts the kernel did not take
 	DecodeErrors  atomic.Uint64 // packets dropped because they did not decode
-	// RepliesDropped counts reply packets of undecided flows dropped by the
-	// fail_open reply queue.
-	RepliesDropped atomic.Uint64
+	// Dropped counts the packets the fail_open drop queue dropped: what
+	// an undecided flow may not carry while egressd runs (replies with
+	// payload, segments with options, ICMP errors past a quoted header).
+	Dropped atomic.Uint64
 }
 
 // Netfilter queue protocol (include/uapi/linux/netfilter/nfnetlink_queue.h)
@@ -129,7 +130,7 @@ type Queue struct {
 	conn  *netlink.Conn
 	raw   syscall.RawConn
 	fd    int
-	shard *engine.Shard // nil: the reply queue of fail_open, which drops all
+	shard *engine.Shard // nil: the drop queue of fail_open, which drops all
 	dec   *engine.Decoder
 	stats QueueStats
 	pkt   engine.Packet
@@ -145,7 +146,7 @@ func (q *Queue) Bound() bool { return q.bound.Load() }
 // shard's Sink. Run reads it.
 func OpenQueue(cfg QueueConfig, shard *engine.Shard) (*Queue, error) {
 	if shard == nil {
-		return nil, &OpError{Op: "open", Queue: cfg.Num, Err: errors.New("no shard (OpenReplyQueue opens the reply queue)")}
+		return nil, &OpError{Op: "open", Queue: cfg.Num, Err: errors.New("no shard (OpenDropQueue opens fail_open's drop queue)")}
 	}
 	if cfg.Conntrack == nil {
 		return nil, &OpError{Op: "open", Queue: cfg.Num, Err: errors.New("no conntrack connection for verdicts without a packet")}
@@ -156,12 +157,14 @@ func OpenQueue(cfg QueueConfig, shard *engine.Shard) (*Queue, error) {
 	return openQueue(cfg, shard, uint32(shard.Engine().Config().HelloMaxBytes+120))
 }
 
-// OpenReplyQueue opens the reply queue of fail_open: the rules
-// (egressd-iptables.sh --fail-open) send it the replies with payload of
-// undecided flows, and every packet in it is dropped. It exists so that
-// its bypass lets those replies through while egressd is down. It belongs
-// to no shard: its packets decide nothing.
-func OpenReplyQueue(cfg QueueConfig) (*Queue, error) {
+// OpenDropQueue opens the drop queue of fail_open: the rules
+// (egressd-iptables.sh --fail-open) send it what an undecided flow may not
+// carry (replies with payload, segments with TCP options beyond the
+// standard ones, ICMP errors longer than a quoted header), and every
+// packet in it is dropped. It exists so that its bypass lets those
+// packets through while egressd is down. It belongs to no shard: its
+// packets decide nothing.
+func OpenDropQueue(cfg QueueConfig) (*Queue, error) {
 	// Only the packet id is read; the header is enough.
 	return openQueue(cfg, nil, 64)
 }
@@ -365,7 +368,7 @@ func (q *Queue) packet(m []byte) {
 		return
 	}
 	if q.shard == nil {
-		q.stats.RepliesDropped.Add(1)
+		q.stats.Dropped.Add(1)
 		q.Drop(id)
 		return
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket/layers"
+
 	"github.com/egressd/egressd/test/lab"
 )
 
@@ -237,9 +239,10 @@ func TestEveryDenyReachesTheKernel(t *testing.T) {
 
 // TestNothingCrossesAfterADeniedHandshake: a handshake to a destination no
 // rule allows, then silence. egressd denies it at hello.timeout with no
-// packet in hand; ten seconds later the client's pure ACK must not reach
-// the server (an unmarked connection would carry ACKs, and their options,
-// for conntrack's whole ESTABLISHED lifetime).
+// packet in hand; ten seconds later the client's pure ACK with a 30-byte
+// experimental option must not reach the server (an unmarked connection
+// would carry ACKs, and their options, for conntrack's whole ESTABLISHED
+// lifetime).
 func TestNothingCrossesAfterADeniedHandshake(t *testing.T) {
 	s := start(t, labPolicy, lab.Rules{}, lab.EgressdOptions{Config: "hello: {timeout: 1s}\n"})
 	c, err := s.NewRawTCP(lab.OtherAddr, 443)
@@ -257,7 +260,9 @@ func TestNothingCrossesAfterADeniedHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Second)
-	must(t, c.Ack())
+	// A pure ACK carrying 30 bytes of an experimental option (kind 254).
+	covert := layers.TCPOption{OptionType: 254, OptionData: []byte("egressd-covert-channel-bytes")}
+	must(t, c.SendACK(lab.WithOptions(covert)))
 	c.Wait(500 * time.Millisecond)
 	pkts, err := capture.Stop()
 	if err != nil {
