@@ -21,8 +21,13 @@ allow_public_suffix: true on the rule), and tests whose flow does not get the
 expected verdict.
 
 The ports that carry a name change what a rule means (on other ports its
-domains match by DNS address); give the daemon's inspect_ports with
---inspect-tcp/--inspect-udp when they differ from the defaults.
+domains match by DNS address): give the daemon's config with --config, or its
+inspect_ports with --inspect-tcp/--inspect-udp, when they differ from the
+defaults. With --config, check also prints the config's worst-case memory,
+every limit full, part by part, against the memory egressd would be given on
+this machine (GOMEMLIMIT, or the cgroup's memory.max, or half the RAM; limits
+left at 0 are chosen from it as the daemon does), and exits 1 when it does not
+fit.
 
 Flags:
 `
@@ -62,5 +67,31 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	s := p.Stats()
 	fmt.Fprintf(stdout, "%s: ok: %d rules (%d domains, %d cidrs), default %s, %d tests passed, sha256 %s\n",
 		file, s.Rules, s.Domains, s.CIDRs, p.Default(), s.Tests, p.Hash())
+	if *cfgPath != "" {
+		return checkConfigMemory(*cfgPath, stdout)
+	}
+	return 0
+}
+
+// checkConfigMemory prints the config's worst-case memory, every limit
+// full, against what egressd would be given here (GOMEMLIMIT, or this
+// process's cgroup, or half the RAM), and fails when it does not fit.
+func checkConfigMemory(path string, stdout io.Writer) int {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stdout, err)
+		return 1
+	}
+	mem, err := memoryGiven()
+	if err != nil {
+		fmt.Fprintln(stdout, "memory:", err)
+		return 1
+	}
+	cfg.autoLimits(mem)
+	cfg.printMemory(stdout, mem)
+	if err := cfg.checkMemory(mem); err != nil {
+		fmt.Fprintf(stdout, "%s: %v\n", path, err)
+		return 1
+	}
 	return 0
 }

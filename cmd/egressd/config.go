@@ -42,9 +42,16 @@ type Config struct {
 		MaxBytes int           `mapstructure:"max_bytes"`
 		Timeout  time.Duration `mapstructure:"timeout"`
 	} `mapstructure:"hello"`
+	// Limits bound what undecided flows take; every source has a fair
+	// share of each pool (see the README). 0 in flows, buffer_bytes (and
+	// verify_dns.cache_max): chosen from the memory egressd is given.
 	Limits struct {
-		Flows       int `mapstructure:"flows"`        // undecided flows in the table
-		HeldPackets int `mapstructure:"held_packets"` // packets held per undecided flow
+		Flows        int     `mapstructure:"flows"`          // undecided flows in the table
+		HeldPackets  int     `mapstructure:"held_packets"`   // packets held per undecided flow
+		HeldTotal    int     `mapstructure:"held_total"`     // packets held in all; 0: 3/4 of queue.len per queue
+		BufferBytes  int     `mapstructure:"buffer_bytes"`   // flow-head bytes buffered in all
+		DNSInFlight  int     `mapstructure:"dns_in_flight"`  // DNS verifications waiting for an answer
+		DNSPerSource float64 `mapstructure:"dns_per_source"` // DNS lookups per second per source (bursts of twice as many)
 	} `mapstructure:"limits"`
 	VerifyDNS struct {
 		Enabled   bool          `mapstructure:"enabled"`
@@ -80,11 +87,15 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("inspect_ports.udp", ints(defaults.InspectUDP))
 	v.SetDefault("hello.max_bytes", defaults.HelloMaxBytes)
 	v.SetDefault("hello.timeout", defaults.HelloTimeout.String())
-	v.SetDefault("limits.flows", defaults.MaxFlows)
+	v.SetDefault("limits.flows", 0)
 	v.SetDefault("limits.held_packets", defaults.MaxHeld)
+	v.SetDefault("limits.held_total", 0)
+	v.SetDefault("limits.buffer_bytes", 0)
+	v.SetDefault("limits.dns_in_flight", defaults.MaxVerifications)
+	v.SetDefault("limits.dns_per_source", defaults.VerifyRate)
 	v.SetDefault("verify_dns.enabled", true)
 	v.SetDefault("verify_dns.resolvers", []string{"169.254.169.253:53"})
-	v.SetDefault("verify_dns.cache_max", 100000)
+	v.SetDefault("verify_dns.cache_max", 0)
 	v.SetDefault("verify_dns.timeout", "2s")
 	v.SetDefault("log.format", "json")
 	v.SetDefault("log.level", "info")
@@ -197,8 +208,13 @@ func (c *Config) validate() error {
 	if c.Hello.Timeout < 100*time.Millisecond || c.Hello.Timeout > time.Minute {
 		bad("hello.timeout %s must be within 100ms..1m", c.Hello.Timeout)
 	}
-	if c.Limits.Flows < 1 || c.Limits.HeldPackets < 1 {
-		bad("limits.flows and limits.held_packets must be positive")
+	if c.Limits.Flows < 0 || c.Limits.HeldPackets < 1 || c.Limits.HeldTotal < 0 || c.Limits.BufferBytes < 0 ||
+		c.Limits.DNSInFlight < 1 || c.Limits.DNSPerSource <= 0 {
+		bad("limits: flows, held_total and buffer_bytes must be >= 0 (0: chosen), held_packets, dns_in_flight and dns_per_source positive")
+	}
+	if c.Limits.HeldTotal > 0 && c.Limits.HeldTotal > c.Queue.Len*c.Queue.Count {
+		bad("limits.held_total %d is more than the kernel's queues hold (queue.len %d × queue.count %d): the queues would overflow; leave it at 0 for 3/4 of them",
+			c.Limits.HeldTotal, c.Queue.Len, c.Queue.Count)
 	}
 	if c.VerifyDNS.Enabled {
 		if len(c.VerifyDNS.Resolvers) == 0 {
@@ -209,8 +225,8 @@ func (c *Config) validate() error {
 				bad("verify_dns.resolvers: %q is not host:port (the VPC resolver is 169.254.169.253:53)", r)
 			}
 		}
-		if c.VerifyDNS.CacheMax < 1 {
-			bad("verify_dns.cache_max %d must be positive", c.VerifyDNS.CacheMax)
+		if c.VerifyDNS.CacheMax < 0 {
+			bad("verify_dns.cache_max %d must be >= 0 (0: chosen from the memory egressd is given)", c.VerifyDNS.CacheMax)
 		}
 	}
 	switch c.Log.Format {
@@ -247,14 +263,28 @@ func ports16(list []int) []uint16 {
 func (c *Config) engineConfig() engine.Config {
 	m, _ := engine.ParseMode(c.Mode) // validated with the config
 	return engine.Config{
-		Mode:          m,
-		InspectTCP:    ports16(c.InspectPorts.TCP),
-		InspectUDP:    ports16(c.InspectPorts.UDP),
-		HelloMaxBytes: c.Hello.MaxBytes,
-		HelloTimeout:  c.Hello.Timeout,
-		MaxFlows:      c.Limits.Flows,
-		MaxHeld:       c.Limits.HeldPackets,
+		Mode:             m,
+		InspectTCP:       ports16(c.InspectPorts.TCP),
+		InspectUDP:       ports16(c.InspectPorts.UDP),
+		HelloMaxBytes:    c.Hello.MaxBytes,
+		HelloTimeout:     c.Hello.Timeout,
+		MaxFlows:         c.Limits.Flows,
+		MaxHeld:          c.Limits.HeldPackets,
+		MaxHeldTotal:     c.heldTotal(),
+		MaxBufferBytes:   c.Limits.BufferBytes,
+		MaxVerifications: c.Limits.DNSInFlight,
+		VerifyRate:       c.Limits.DNSPerSource,
+		VerifyBurst:      max(1, int(2*c.Limits.DNSPerSource)),
 	}
+}
+
+// heldTotal is limits.held_total, or its default: three quarters of the
+// kernel's queues, so that what egressd holds never fills them.
+func (c *Config) heldTotal() int {
+	if c.Limits.HeldTotal > 0 {
+		return c.Limits.HeldTotal
+	}
+	return int(defaults.HeldShare * float64(c.Queue.Len*c.Queue.Count))
 }
 
 // policyOptions are the config's parts that change what a policy means.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -82,7 +83,26 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	level := new(slog.LevelVar)
 	log := newLogger(cfg, stderr, level)
 
-	d := &daemon{cfg: cfg, cfgPath: *cfgPath, modeFlag: *mode, log: log, level: level, mode: m, notify: newNotifier()}
+	mem, err := memoryGiven()
+	if err != nil {
+		log.Error("not starting: cannot tell the memory egressd is given", "err", err)
+		return 1
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The collector works to stay below what egressd is given,
+		// before the kernel's OOM killer would.
+		debug.SetMemoryLimit(mem.Bytes)
+	}
+	cfg.autoLimits(mem)
+	if err := cfg.checkMemory(mem); err != nil {
+		log.Error("not starting", "err", err)
+		return 1
+	}
+	log.Info("memory", "given", mem.Bytes, "from", mem.From, "worst_case", cfg.memoryBound().Total(),
+		"limits_flows", cfg.Limits.Flows, "limits_buffer_bytes", cfg.Limits.BufferBytes,
+		"limits_dns_in_flight", cfg.Limits.DNSInFlight, "verify_dns_cache_max", cfg.VerifyDNS.CacheMax)
+
+	d := &daemon{cfg: cfg, cfgPath: *cfgPath, modeFlag: *mode, log: log, level: level, mode: m, notify: newNotifier(), mem: mem}
 	if err := d.start(stdout); err != nil {
 		log.Error("not starting", "err", err)
 		return 1
@@ -108,6 +128,7 @@ type daemon struct {
 	level    *slog.LevelVar
 	mode     engine.Mode
 	notify   *notifier
+	mem      memory // what egressd is given; the auto limits come from it
 
 	engine    *engine.Engine
 	queues    []*nfq.Queue
@@ -229,6 +250,7 @@ func (d *daemon) start(stdout io.Writer) error {
 		return watchFile(ctx, cfg.Policy, 200*time.Millisecond, log, func() { d.reload("file changed") })
 	})
 	d.goRun("log watch", d.watchLogDrops)
+	d.goRun("limit report", d.reportLimited)
 	if d.resolver != nil {
 		d.goRun("resolver", d.resolver.Run)
 	}
@@ -375,6 +397,33 @@ func (d *daemon) watchLogDrops(ctx context.Context) error {
 	}
 }
 
+// reportLimited names, every 10s, the sources that hit each limit most:
+// where an operator should look when egressd_limit_denials_total grows.
+// Addresses go to the log, never to a metric label.
+func (d *daemon) reportLimited(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			top := d.engine.TopLimited(5)
+			for _, l := range engine.Limits() {
+				list := top[l]
+				if len(list) == 0 {
+					continue
+				}
+				srcs := make([]string, len(list))
+				for i, sc := range list {
+					srcs[i] = fmt.Sprintf("%s=%d", sc.Src, sc.Count)
+				}
+				d.log.Warn("sources denied at a limit in the last 10s", "limit", l.String(), "top_sources", srcs)
+			}
+		}
+	}
+}
+
 // applyMonitorUntil arms the end of a monitor-mode trial.
 func (d *daemon) applyMonitorUntil(cfg *Config) {
 	d.reloadMu.Lock()
@@ -407,6 +456,7 @@ func (d *daemon) reloadConfig() {
 		d.log.Error("config reload refused; the running config stays", "err", err)
 		return
 	}
+	cfg.autoLimits(d.mem) // as at start, so that unset limits compare equal
 	d.reloadMu.Lock()
 	old := d.cfg
 	d.reloadMu.Unlock()

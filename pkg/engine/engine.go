@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/egressd/egressd/internal/defaults"
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/policy"
 )
@@ -53,9 +52,9 @@ type Engine struct {
 
 	lastTick atomic.Int64 // unix nanoseconds of the last Tick, for the watchdog
 
-	verifyWG  sync.WaitGroup
-	ctx       context.Context // cancelled by Close; bounds verifications
-	cancel    context.CancelFunc
+	verifyWG sync.WaitGroup
+	ctx      context.Context // cancelled by Close; bounds verifications
+	cancel   context.CancelFunc
 }
 
 // New returns an engine with the given number of shards (one per queue
@@ -73,7 +72,7 @@ func New(cfg Config, p *policy.Policy, shards int) (*Engine, error) {
 		return nil, fmt.Errorf("engine: %d shards", shards)
 	}
 	if cfg.MaxHeldTotal == 0 {
-		cfg.MaxHeldTotal = int(defaults.HeldShare*defaults.QueueLen) * shards
+		cfg.MaxHeldTotal = defaultHeldTotal(shards)
 	}
 	e := &Engine{cfg: cfg}
 	e.ctx, e.cancel = context.WithCancel(context.Background())

@@ -75,9 +75,13 @@ type flow struct {
 	held []uint32 // ids of the packets held, oldest first; reused
 
 	flowVars
+}
 
-	// The head parsers keep their pooled buffers across flows; Reset
-	// makes them new.
+// heads are a flow's head parsers, lent to it from the shard while it is
+// undecided: a decided flow that lingers is a few hundred bytes, not the
+// parsers' few kilobytes. They keep their pooled buffers across flows;
+// Reset makes them new.
+type heads struct {
 	tcp  classify.TCPFlow
 	quic classify.QUICFlow
 }
@@ -93,6 +97,7 @@ type flowVars struct {
 	syns      int
 	pending   decide.Outcome     // while verifying: the decision DNS is to confirm
 	cancel    context.CancelFunc // while verifying: ends the lookup
+	h         *heads             // while reading: the head parsers
 
 	// Fair shares (shares.go): the flow's source, what it holds of each
 	// pool, and its place among the source's undecided flows.

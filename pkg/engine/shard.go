@@ -24,6 +24,7 @@ type Shard struct {
 	pending   fifo // undecided flows, by deadline
 	linger    fifo // decided flows, by end of linger
 	free      []*flow
+	freeHeads []*heads
 	undecided int
 	pools     pools
 	pruned    time.Time // when idle sources were last forgotten
@@ -90,7 +91,6 @@ func (s *Shard) start(p *Packet) *flow {
 	e.stats.Flows.Add(1)
 	e.stats.Undecided.Add(1)
 	e.stats.Tracked.Add(1)
-	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
 	for len(s.flows) > 2*s.maxFlows {
 		// Decided flows linger only to answer packets already queued;
 		// evict the oldest rather than grow without bound.
@@ -113,6 +113,8 @@ func (s *Shard) start(p *Packet) *flow {
 		s.deny(f, LimitFlows)
 		return nil
 	}
+	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
+	f.h = s.allocHeads()
 	switch p.Proto {
 	case policy.TCP:
 		isn := p.Seq
@@ -121,9 +123,9 @@ func (s *Shard) start(p *Packet) *flow {
 			// head from this segment on. A wrong guess fails closed.
 			isn--
 		}
-		f.tcp.Reset(isn, e.cfg.HelloMaxBytes)
+		f.h.tcp.Reset(isn, e.cfg.HelloMaxBytes)
 	case policy.UDP:
-		f.quic.Reset(e.cfg.HelloMaxBytes)
+		f.h.quic.Reset(e.cfg.HelloMaxBytes)
 	}
 	return f
 }
@@ -142,7 +144,7 @@ func (s *Shard) read(f *flow, p *Packet) {
 				return
 			}
 		}
-		res = f.tcp.Feed(p.Seq, p.SYN, p.Payload)
+		res = f.h.tcp.Feed(p.Seq, p.SYN, p.Payload)
 		if res.Status == classify.NeedMore && len(p.Payload) == 0 {
 			// The handshake must complete for the client to send its
 			// hello; a segment without payload gives nothing away.
@@ -150,7 +152,7 @@ func (s *Shard) read(f *flow, p *Packet) {
 			return
 		}
 	case policy.UDP:
-		res = f.quic.Feed(p.Payload)
+		res = f.h.quic.Feed(p.Payload)
 	}
 	if !s.hold(f, p) {
 		return
@@ -337,8 +339,12 @@ func (s *Shard) finish(f *flow, o decide.Outcome, limit Limit) {
 	}
 	s.release(f)
 	f.src.unlink(f)
-	f.tcp.Release()
-	f.quic.Release()
+	if f.h != nil {
+		f.h.tcp.Release()
+		f.h.quic.Release()
+		s.freeHeads = append(s.freeHeads, f.h)
+		f.h = nil
+	}
 	s.linger.push(f, now.Add(e.cfg.Linger))
 
 	if limit > 0 {
@@ -419,6 +425,15 @@ func (s *Shard) evict(ent fifoEntry) {
 	f.gen++
 	f.flowVars = flowVars{}
 	s.free = append(s.free, f)
+}
+
+func (s *Shard) allocHeads() *heads {
+	if n := len(s.freeHeads); n > 0 {
+		h := s.freeHeads[n-1]
+		s.freeHeads = s.freeHeads[:n-1]
+		return h
+	}
+	return new(heads)
 }
 
 func (s *Shard) alloc() *flow {
