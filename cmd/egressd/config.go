@@ -43,8 +43,9 @@ type Config struct {
 		Timeout  time.Duration `mapstructure:"timeout"`
 	} `mapstructure:"hello"`
 	// Limits bound what undecided flows take; every source has a fair
-	// share of each pool (see the README). 0 in flows, buffer_bytes (and
-	// verify_dns.cache_max): chosen from the memory egressd is given.
+	// share of each pool (see the README). 0 in flows, buffer_bytes,
+	// dns_in_flight (and verify_dns.cache_max): chosen from the memory
+	// egressd is given.
 	Limits struct {
 		Flows        int     `mapstructure:"flows"`          // undecided flows in the table
 		HeldPackets  int     `mapstructure:"held_packets"`   // packets held per undecided flow
@@ -91,7 +92,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("limits.held_packets", defaults.MaxHeld)
 	v.SetDefault("limits.held_total", 0)
 	v.SetDefault("limits.buffer_bytes", 0)
-	v.SetDefault("limits.dns_in_flight", defaults.MaxVerifications)
+	v.SetDefault("limits.dns_in_flight", 0)
 	v.SetDefault("limits.dns_per_source", defaults.VerifyRate)
 	v.SetDefault("verify_dns.enabled", true)
 	v.SetDefault("verify_dns.resolvers", []string{"169.254.169.253:53"})
@@ -209,8 +210,8 @@ func (c *Config) validate() error {
 		bad("hello.timeout %s must be within 100ms..1m", c.Hello.Timeout)
 	}
 	if c.Limits.Flows < 0 || c.Limits.HeldPackets < 1 || c.Limits.HeldTotal < 0 || c.Limits.BufferBytes < 0 ||
-		c.Limits.DNSInFlight < 1 || c.Limits.DNSPerSource <= 0 {
-		bad("limits: flows, held_total and buffer_bytes must be >= 0 (0: chosen), held_packets, dns_in_flight and dns_per_source positive")
+		c.Limits.DNSInFlight < 0 || c.Limits.DNSPerSource <= 0 {
+		bad("limits: flows, held_total, buffer_bytes and dns_in_flight must be >= 0 (0: chosen), held_packets and dns_per_source positive")
 	}
 	if c.Limits.HeldTotal > 0 && c.Limits.HeldTotal > c.Queue.Len*c.Queue.Count {
 		bad("limits.held_total %d is more than the kernel's queues hold (queue.len %d × queue.count %d): the queues would overflow; leave it at 0 for 3/4 of them",

@@ -36,6 +36,7 @@ const (
 	shareFlows   = 0.35
 	shareBuffers = 0.10
 	shareCache   = 0.15
+	shareVerify  = 0.05
 
 	// runtimeBytes is the Go runtime's own (stacks of the fixed
 	// goroutines, the GC's metadata, the binary's data).
@@ -123,6 +124,9 @@ func (c *Config) autoLimits(m memory) {
 	}
 	if c.Limits.BufferBytes == 0 {
 		c.Limits.BufferBytes = int(clamp(int64(shareBuffers*float64(m.Bytes)/2), 8<<20, 256<<20))
+	}
+	if c.Limits.DNSInFlight == 0 {
+		c.Limits.DNSInFlight = int(clamp(int64(shareVerify*float64(m.Bytes))/engine.VerificationBytes, 256, 4096))
 	}
 	if c.VerifyDNS.CacheMax == 0 {
 		per := resolve.MemoryBound(1, 0)

@@ -30,9 +30,9 @@ const (
 	// mapEntryBytes is a Go map entry of the flow table (packed key,
 	// pointer, and the swiss table's control and slack), rounded up.
 	mapEntryBytes = 64
-	// goroutineBytes is a verification in flight: its goroutine's stack
-	// (8 KiB at most for a lookup's depth), context and timer.
-	goroutineBytes = 9 << 10
+	// VerificationBytes is a DNS verification in flight: its goroutine's
+	// stack (8 KiB at most for a lookup's depth), context and timer.
+	VerificationBytes = 9 << 10
 	// pendingPerSecond bounds the flows the pending queue may hold stale
 	// entries for (flows decided before their deadline stay queued until
 	// it): far above what the queues can admit on one instance.
@@ -51,7 +51,7 @@ func (c Config) MemoryBound(shards int) Memory {
 	}
 	return append(c.flowTable(),
 		MemoryPart{"flow-head buffers (limits.buffer_bytes, twice: pooled copies)", 2 * int64(c.MaxBufferBytes)},
-		MemoryPart{"DNS verifications in flight (limits.dns_in_flight)", int64(c.MaxVerifications) * goroutineBytes},
+		MemoryPart{"DNS verifications in flight (limits.dns_in_flight)", int64(c.MaxVerifications) * VerificationBytes},
 	)
 }
 
