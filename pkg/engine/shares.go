@@ -207,9 +207,7 @@ func (s *Shard) biggest(r Resource, not *source) *source {
 // evictOldest denies src's oldest undecided flow: room for a source under
 // its share.
 func (s *Shard) evictOldest(src *source) {
-	f := src.oldest
-	s.e.stats.countLimit(LimitEvicted)
-	s.deny(f, LimitEvicted)
+	s.deny(src.oldest, LimitEvicted)
 }
 
 // link and unlink keep a source's undecided flows in order.
