@@ -24,7 +24,8 @@
 //   - ParseClientHello: one ClientHello handshake message, without record
 //     layer (the QUIC reader feeds it its CRYPTO stream).
 //   - ParseRequestHead: an HTTP/1.x request head.
-//   - AppendName: the one check and normal form for names off the wire.
+//   - AppendName: names off the wire, through egressd's one check and
+//     normal form of host names (internal/hostname).
 //
 // # What is refused, and why
 //
