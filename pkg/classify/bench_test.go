@@ -71,16 +71,16 @@ func thirds(s []byte) []segment {
 }
 
 // BenchmarkReassembly adds a hello's three segments, last first, to a
-// reassembler with its buffer in place (as a pooled one would be).
+// reassembler, taking its buffer from the pools and returning it per flow.
 func BenchmarkReassembly(b *testing.B) {
 	for _, s := range benchStreams(b) {
 		segs := thirds(s.stream)
-		r := reassembler{buf: make([]byte, DefaultMaxBytes)}
+		var r reassembler
 		b.Run(s.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(s.stream)))
 			for range b.N {
-				r.n = 0
+				r.reset(DefaultMaxBytes)
 				for i := len(segs) - 1; i >= 0; i-- {
 					if err := r.add(int(segs[i].seq-(testISN+1)), segs[i].payload); err != nil {
 						b.Fatal(err)

@@ -16,10 +16,16 @@
 //   - TCPFlow: the engine's per-flow reader for TCP. Reset(isn, maxBytes),
 //     then Feed(seq, syn, payload) for each client-to-server segment (the
 //     SYN included) until the Result is Done or Denied, then Release.
+//   - QUICFlow: the same for the client's QUIC Initial datagrams.
+//   - Capacity and BufferedBytes (of either flow): the pooled buffer bytes
+//     a flow holds and the payload bytes it has stored, for the engine's
+//     memory accounting. Buffers grow with what the flow has sent, from
+//     512 bytes by doubling, never past maxBytes each.
 //   - ParseClientHello: one ClientHello handshake message, without record
 //     layer (the QUIC reader feeds it its CRYPTO stream).
 //   - ParseRequestHead: an HTTP/1.x request head.
-//   - AppendName: the one check and normal form for names off the wire.
+//   - AppendName: names off the wire, through egressd's one check and
+//     normal form of host names (internal/hostname).
 //
 // # What is refused, and why
 //

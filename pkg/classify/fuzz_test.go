@@ -169,8 +169,9 @@ func FuzzReassembly(f *testing.F) {
 		if lie > 0 {
 			liePos = pieces[0].start + int(lie-1)%(pieces[0].end-pieces[0].start)
 		}
-		buf := make([]byte, len(stream))
-		r := reassembler{buf: buf}
+		var r reassembler
+		r.reset(len(stream))
+		defer r.release()
 		held := make([]bool, len(stream))
 		var err error
 		for i, p := range pieces {
@@ -210,9 +211,21 @@ func FuzzReassembly(f *testing.F) {
 		if got := r.contiguous(); got != n {
 			t.Fatalf("contiguous = %d, model %d", got, n)
 		}
+		// The buffer holds the bytes held, in the class that holds them,
+		// and never more than the limit.
+		if c := r.capacity(); !capacityFits(c, r.held, len(stream)) {
+			t.Fatalf("buffer of %d bytes for %d held, limit %d", c, r.held, len(stream))
+		}
+		got, have := unpacked(t, &r)
+		if !bytes.Equal(r.prefix(), got[:n]) {
+			t.Fatalf("prefix %x, held %x", r.prefix(), got[:n])
+		}
 		for j, h := range held {
-			if h && j != liePos && buf[j] != stream[j] {
-				t.Fatalf("byte %d = %#x, want %#x", j, buf[j], stream[j])
+			if h != have[j] {
+				t.Fatalf("byte %d held %v, model %v", j, have[j], h)
+			}
+			if h && j != liePos && got[j] != stream[j] {
+				t.Fatalf("byte %d = %#x, want %#x", j, got[j], stream[j])
 			}
 		}
 	})

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+
+	"github.com/egressd/egressd/internal/hostname"
 )
 
 // methods are the request methods accepted, from RFC 9110 §9.3 and PATCH
@@ -307,7 +309,8 @@ func (a hostInfo) equal(b hostInfo) bool {
 
 // parseHost reads authority = host [":" port] (RFC 3986 §3.2, as RFC 9110
 // §7.2 uses it for Host) and appends the normalised name to dst. An IP
-// address (IPv6 in brackets, or what AppendName reads as IPv4) is no name.
+// address (IPv6 in brackets, or what hostname.Check calls an IP literal)
+// is no name.
 // Userinfo, an empty host, an empty or out-of-range port and, when
 // needPort, a missing port are ErrMalformed.
 func parseHost(dst, auth []byte, needPort bool) (hostInfo, error) {
@@ -368,13 +371,10 @@ func parseHost(dst, auth []byte, needPort bool) (hostInfo, error) {
 	if len(host) == 0 {
 		return hostInfo{}, fmt.Errorf("%w: empty host", ErrMalformed)
 	}
-	if host[0] == '[' {
+	if host[0] == '[' || hostname.Check(host) == hostname.IPLiteral {
 		return hostInfo{raw: host, ip: true}, nil
 	}
 	name, err := AppendName(dst, host)
-	if isIPLiteral(err) {
-		return hostInfo{raw: host, ip: true}, nil
-	}
 	if err != nil {
 		return hostInfo{}, err
 	}

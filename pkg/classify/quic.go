@@ -63,9 +63,11 @@ const QUICDefaultMaxBytes = 16384
 // schedules, one GCM instance), which the standard library and x/crypto
 // allocate (49 allocations with go1.26, 46 of them in HKDF's HMACs); a
 // decided name is one more (the string). Every datagram after that is read
-// without allocating: the packet is copied into a pooled buffer, opened in
-// place with the flow's AEAD, and its CRYPTO data copied into the pooled
-// stream buffer (4 KB each; a stream longer than that grows to the limit).
+// without allocating: the packet is copied into a pooled scratch buffer
+// (taken for the datagram and returned after it), opened in place with the
+// flow's AEAD, and its CRYPTO data copied into the flow's pooled stream
+// buffer, which grows by size class with the CRYPTO bytes received (512
+// bytes, doubling, up to the limit; see Capacity).
 //
 // A QUICFlow is used by one goroutine at a time. Its zero value is ready
 // and behaves as after Reset(0).
@@ -81,7 +83,7 @@ type QUICFlow struct {
 	keys      quicInitialKeys
 	largestPN int64 // -1 before the first packet opens
 
-	pkt    quicBuffer // scratch: the packet being decrypted
+	pkt    flowBuf // scratch: the packet being decrypted; held only inside Feed
 	stream quicCryptoStream
 	mask   [aes.BlockSize]byte // header protection mask; here so it does not escape
 	nonce  [quicIVLen]byte
@@ -95,12 +97,16 @@ func quicMaxDatagrams(limit int) int {
 }
 
 // Reset makes f ready for a new flow whose ClientHello may take at most
-// maxBytes bytes of CRYPTO stream (QUICDefaultMaxBytes if maxBytes <= 0).
-// Buffers f already holds are kept for reuse.
+// maxBytes bytes of CRYPTO stream (QUICDefaultMaxBytes if maxBytes <= 0,
+// capped at 16 MiB, more than a ClientHello's length field can say). It
+// returns the buffers of the previous flow to their pools: a new flow
+// holds none until its first CRYPTO data.
 func (f *QUICFlow) Reset(maxBytes int) {
 	if maxBytes <= 0 {
 		maxBytes = QUICDefaultMaxBytes
 	}
+	maxBytes = min(maxBytes, maxMaxBytes)
+	f.pkt.release()
 	f.limit = maxBytes
 	f.datagrams = 0
 	f.res = Result{}
@@ -141,7 +147,9 @@ func (f *QUICFlow) Feed(datagram []byte) Result {
 	if f.datagrams > quicMaxDatagrams(f.limit) {
 		return f.decide(Result{Status: Denied, Err: fmt.Errorf("%d datagrams without a whole ClientHello: %w", f.datagrams-1, ErrLimit)})
 	}
-	if err := f.readDatagram(datagram); err != nil {
+	err := f.readDatagram(datagram)
+	f.pkt.release() // nothing points into it once the datagram is read
+	if err != nil {
 		return f.decide(Result{Status: Denied, Err: err})
 	}
 	msg, err := f.clientHello()
@@ -153,6 +161,19 @@ func (f *QUICFlow) Feed(datagram []byte) Result {
 	}
 	return f.decide(quicHelloResult(msg))
 }
+
+// BufferedBytes is how many bytes of CRYPTO stream the flow holds: the
+// distinct bytes received so far, in order or not, until Reset or Release.
+func (f *QUICFlow) BufferedBytes() int { return f.stream.held }
+
+// Capacity is how many bytes of pooled buffer the flow holds between calls
+// to Feed: its CRYPTO stream buffer, BufferedBytes rounded up to a size
+// class (512 bytes, doubling) and never more than the limit given to
+// Reset. With the struct itself (unsafe.Sizeof) it is the flow's memory for
+// accounting; it is 0 after Release and before the first CRYPTO data.
+// Inside Feed the flow also holds a scratch buffer of the datagram's size,
+// returned before Feed returns.
+func (f *QUICFlow) Capacity() int { return f.stream.capacity() }
 
 func (f *QUICFlow) decide(r Result) Result {
 	f.res = r

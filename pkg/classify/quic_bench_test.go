@@ -97,8 +97,15 @@ func TestQUICAllocs(t *testing.T) {
 				}
 			})
 			t.Logf("%v allocations per flow", got)
-			if got > quicAllocsPerFlow {
-				t.Errorf("a flow allocates %v times, want at most %d", got, quicAllocsPerFlow)
+			limit := quicAllocsPerFlow
+			if raceEnabled {
+				// A pooled buffer dropped by the race detector (see
+				// raceEnabled) is made again: 2 allocations, for each of
+				// the flow's packet scratch per datagram and its stream.
+				limit += 2 * (len(c.datagrams) + 1)
+			}
+			if got > float64(limit) {
+				t.Errorf("a flow allocates %v times, want at most %d", got, limit)
 			}
 		})
 	}

@@ -168,7 +168,7 @@ func FuzzQUICCryptoStream(f *testing.F) {
 						want = ErrMalformed
 					}
 				}
-				if want == nil && !touches && runsBefore == quicMaxSpans {
+				if want == nil && !touches && runsBefore == maxSpans {
 					want = ErrLimit
 				}
 			}

@@ -141,7 +141,7 @@ func (f *QUICFlow) openInitial(packet []byte, pnOffset int) ([]byte, error) {
 	if len(packet) < sampleAt+quicSampleLen {
 		return nil, fmt.Errorf("an Initial packet of %d bytes too short for the header protection sample: %w", len(packet), ErrMalformed)
 	}
-	p := f.pkt.get(len(packet), 0)
+	p := f.pkt.grow(len(packet), 0, quicMaxPacket)[:len(packet)]
 	copy(p, packet)
 	f.keys.hp.Encrypt(f.mask[:], p[sampleAt:sampleAt+quicSampleLen])
 	p[0] ^= f.mask[0] & 0x0f // long header: the low 4 bits

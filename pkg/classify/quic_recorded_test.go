@@ -15,7 +15,7 @@ import (
 // readQUICRecording returns the UDP payloads of the first flow in a pcap
 // recorded by test/quic-record.sh (client-to-server datagrams only), in
 // capture order.
-func readQUICRecording(t *testing.T, path string) [][]byte {
+func readQUICRecording(t testing.TB, path string) [][]byte {
 	t.Helper()
 	file, err := os.Open(path)
 	if err != nil {

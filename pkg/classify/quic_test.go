@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -407,7 +408,7 @@ func TestQUICLimits(t *testing.T) {
 	})
 	t.Run("too many holes", func(t *testing.T) {
 		var frames []byte
-		for i := range quicMaxSpans + 1 {
+		for i := range maxSpans + 1 {
 			frames = append(frames, cryptoFrame(uint64(10+2*i), []byte{0xee})...)
 		}
 		_, res := feedAll(t, 0, initialDatagram(t, 0, frames))
@@ -415,7 +416,7 @@ func TestQUICLimits(t *testing.T) {
 	})
 	t.Run("holes just under the bound", func(t *testing.T) {
 		var frames []byte
-		for i := range quicMaxSpans {
+		for i := range maxSpans {
 			frames = append(frames, cryptoFrame(uint64(10+2*i), hello[10+2*i:11+2*i])...)
 		}
 		_, res := feedAll(t, 0, initialDatagram(t, 0, frames), initialDatagram(t, 1, cryptoFrame(0, hello)))
@@ -533,5 +534,70 @@ func TestQUICHelloResult(t *testing.T) {
 				t.Fatalf("Result (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestQUICCapacity checks what the engine accounts for a QUIC flow: the
+// CRYPTO stream buffer in the class of the bytes received, no packet
+// scratch buffer between datagrams, nothing after Reset or Release; and a
+// hello over several datagrams, last first with overlapping frames, that
+// grows the stream buffer across classes.
+func TestQUICCapacity(t *testing.T) {
+	ds := readQUICRecording(t, filepath.Join("testdata", "quic", "quic-chromium.pcap"))
+	check := func(t *testing.T, f *QUICFlow, what string) {
+		t.Helper()
+		if f.pkt.capacity() != 0 {
+			t.Errorf("%s: a packet buffer of %d bytes held between datagrams", what, f.pkt.capacity())
+		}
+		if !capacityFits(f.Capacity(), f.BufferedBytes(), QUICDefaultMaxBytes) || f.Capacity() == 0 && f.BufferedBytes() != 0 {
+			t.Errorf("%s: Capacity %d for %d bytes", what, f.Capacity(), f.BufferedBytes())
+		}
+	}
+	var f QUICFlow
+	f.Reset(0)
+	if f.Capacity() != 0 || f.BufferedBytes() != 0 {
+		t.Fatalf("fresh flow: Capacity %d, BufferedBytes %d", f.Capacity(), f.BufferedBytes())
+	}
+	wantStatus(t, f.Feed(ds[0]), NeedMore, nil)
+	check(t, &f, "first datagram")
+	first := f.BufferedBytes()
+	if first == 0 {
+		t.Fatal("no CRYPTO bytes held after the first datagram")
+	}
+	wantStatus(t, f.Feed(ds[1]), Done, nil)
+	check(t, &f, "decided")
+	if f.BufferedBytes() <= first {
+		t.Errorf("BufferedBytes %d after the second datagram, %d after the first", f.BufferedBytes(), first)
+	}
+	f.Release()
+	if f.Capacity() != 0 || f.BufferedBytes() != 0 {
+		t.Errorf("after Release: Capacity %d, BufferedBytes %d", f.Capacity(), f.BufferedBytes())
+	}
+	f.Reset(0)
+	wantStatus(t, f.Feed(ds[0]), NeedMore, nil)
+	f.Reset(0)
+	if f.Capacity() != 0 || f.BufferedBytes() != 0 {
+		t.Errorf("after Reset: Capacity %d, BufferedBytes %d", f.Capacity(), f.BufferedBytes())
+	}
+
+	hello := testClientHello("grow.example.test", 4000)
+	var big [][]byte
+	for off := 0; off < len(hello); off += 900 {
+		// Each datagram repeats the last 100 bytes of the one before.
+		start := max(0, off-100)
+		big = append(big, initialDatagram(t, uint64(len(big)), cryptoFrame(uint64(start), hello[start:min(off+900, len(hello))])))
+	}
+	f.Reset(0)
+	defer f.Release()
+	var res Result
+	for i := len(big) - 1; i >= 0; i-- {
+		res = f.Feed(big[i])
+		check(t, &f, fmt.Sprintf("datagram %d", i))
+	}
+	if want := (Result{Status: Done, Name: "grow.example.test", From: SourceQUIC}); res != want {
+		t.Fatalf("Result %+v, want %+v", res, want)
+	}
+	if f.BufferedBytes() != len(hello) {
+		t.Errorf("BufferedBytes %d, want %d", f.BufferedBytes(), len(hello))
 	}
 }

@@ -33,7 +33,9 @@ func TestReassembler(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := reassembler{buf: make([]byte, len(stream))}
+			var r reassembler
+			r.reset(len(stream))
+			defer r.release()
 			var err error
 			for _, a := range tt.adds {
 				b := []byte(a.b)
@@ -56,11 +58,33 @@ func TestReassembler(t *testing.T) {
 			if got := r.contiguous(); got != tt.wantContig {
 				t.Errorf("contiguous = %d, want %d", got, tt.wantContig)
 			}
-			for _, s := range r.spans[:r.n] {
-				if string(r.buf[s.start:s.end]) != string(stream[s.start:s.end]) {
-					t.Errorf("bytes %d-%d = %q", s.start, s.end, r.buf[s.start:s.end])
+			got, have := unpacked(t, &r)
+			for i, h := range have {
+				if h && got[i] != stream[i] {
+					t.Errorf("byte %d = %q, want %q", i, got[i], stream[i])
 				}
 			}
 		})
 	}
+}
+
+// unpacked reads back what r holds at each stream offset under its limit,
+// and whether it holds it, from the packed buffer span by span. It fails
+// the test if the spans do not account for exactly the bytes held.
+func unpacked(t testing.TB, r *reassembler) (got []byte, have []bool) {
+	t.Helper()
+	got, have = make([]byte, r.limit), make([]bool, r.limit)
+	buf := r.buf.bytes()
+	at := 0
+	for _, s := range r.spans[:r.n] {
+		copy(got[s.start:s.end], buf[at:at+s.len()])
+		for i := s.start; i < s.end; i++ {
+			have[i] = true
+		}
+		at += s.len()
+	}
+	if at != r.held {
+		t.Fatalf("spans hold %d bytes, the reassembler says %d", at, r.held)
+	}
+	return got, have
 }

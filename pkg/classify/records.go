@@ -13,25 +13,39 @@ const (
 // handshake bytes of the first handshake message into msg, as the stream
 // grows. It keeps its place, so each byte is looked at once however the
 // stream arrives.
+//
+// While the hello is all in its first record (as every client sends a hello
+// under 2^14 bytes), msg is a view of the stream and costs nothing; from a
+// second record on, msg is gathered in a buffer of its own.
 type recordReader struct {
-	pos      int    // stream offset of the next byte not yet consumed
-	recEnd   int    // stream offset where the current record's fragment ends
-	records  int    // record headers read
-	msg      []byte // handshake bytes so far; its backing array has room for the whole head
-	msgTotal int    // 4 + the handshake message's length; 0 until its header is in
+	pos      int     // stream offset of the next byte not yet consumed
+	recEnd   int     // stream offset where the current record's fragment ends
+	records  int     // record headers read
+	msg      []byte  // handshake bytes so far: stream[5:pos] in the first record, else in buf
+	msgTotal int     // 4 + the handshake message's length; 0 until its header is in
+	buf      flowBuf // msg from the second record on
 }
 
 // feed consumes stream[r.pos:] (stream is the flow head's contiguous
-// prefix). It returns nil once msg holds the whole first handshake message,
-// ErrTruncated while it needs more, or the reason to deny.
+// prefix, which may have moved since the last call). It returns nil once
+// msg holds the whole first handshake message, ErrTruncated while it needs
+// more, or the reason to deny.
 func (r *recordReader) feed(stream []byte, maxBytes int) error {
+	if r.records == 1 {
+		r.msg = stream[recordHeaderLen:r.pos]
+	}
 	for {
 		if r.pos < r.recEnd { // inside a fragment
 			n := min(len(stream), r.recEnd) - r.pos
 			if n <= 0 {
 				return ErrTruncated
 			}
-			r.msg = append(r.msg, stream[r.pos:r.pos+n]...)
+			if r.records == 1 {
+				r.msg = stream[recordHeaderLen : r.pos+n]
+			} else {
+				m := r.buf.grow(len(r.msg)+n, len(r.msg), maxBytes)
+				r.msg = append(m[:len(r.msg)], stream[r.pos:r.pos+n]...)
+			}
 			r.pos += n
 			if err := r.checkMessage(maxBytes); err != nil {
 				return err
@@ -80,6 +94,13 @@ func (r *recordReader) header(h []byte, maxBytes int) error {
 		return fmt.Errorf("%w: TLS record of %d bytes, more than 2^14", ErrMalformed, n)
 	}
 	r.records++
+	if r.records == 2 {
+		// The hello goes on in a second record: its bytes so far move out
+		// of the stream into msg's own buffer (a first record is never
+		// empty, and the handshake bytes fit in the limit).
+		m := r.buf.grow(len(r.msg), 0, maxBytes)
+		r.msg = m[:copy(m, r.msg)]
+	}
 	r.pos += recordHeaderLen
 	r.recEnd = r.pos + n
 	return r.checkMessage(maxBytes)
@@ -106,4 +127,10 @@ func (r *recordReader) checkMessage(maxBytes int) error {
 		return fmt.Errorf("%w: the ClientHello ends at byte %d, past %d", ErrLimit, need, maxBytes)
 	}
 	return nil
+}
+
+// release returns msg's buffer; msg goes with it.
+func (r *recordReader) release() {
+	r.buf.release()
+	r.msg = nil
 }

@@ -1,9 +1,6 @@
 package classify
 
-import (
-	"fmt"
-	"sync"
-)
+import "fmt"
 
 // DefaultMaxBytes is the flow-head limit Reset uses when given none
 // (design.md: hello.max_bytes).
@@ -32,19 +29,6 @@ func firstByteKind(c byte) int {
 	return kindUnknown
 }
 
-// bufPool holds flow-head buffers. A buffer is 2*maxBytes: the stream as
-// received, then the TLS handshake bytes without record headers.
-var bufPool sync.Pool // of *[]byte
-
-func getBuf(n int) *[]byte {
-	if p, _ := bufPool.Get().(*[]byte); p != nil && cap(*p) >= n {
-		*p = (*p)[:n]
-		return p
-	}
-	b := make([]byte, n)
-	return &b
-}
-
 // errNoFlow is what Feed answers on a TCPFlow that was never Reset or was
 // Released: its state is gone, so nothing can be decided from it.
 var errNoFlow = fmt.Errorf("%w: Feed on a flow without state (no Reset, or after Release)", ErrLimit)
@@ -57,15 +41,17 @@ var errNoFlow = fmt.Errorf("%w: Feed on a flow without state (no Reset, or after
 // across flows (Reset again) without allocating. It is not safe for
 // concurrent use; the engine feeds one flow from one goroutine at a time.
 //
-// Memory per flow is the struct (about 1.3 KB) and, from the first payload
-// byte on, one pooled buffer of 2*maxBytes.
+// Memory per flow is the struct (about 1.4 KB) and, from the first payload
+// byte on, pooled buffers that grow with the bytes the flow has sent (see
+// Capacity): the stream as received, and for a ClientHello in more than
+// one TLS record its handshake bytes without the record headers.
 type TCPFlow struct {
 	isn      uint32
 	maxBytes int
 	live     bool
 	res      Result
-	buf      *[]byte
 	asm      reassembler
+	asmCap   int // the stream buffer's capacity when the head was last classified
 	have     int // contiguous bytes classified so far
 	kind     int
 	rec      recordReader
@@ -77,31 +63,42 @@ type TCPFlow struct {
 // data byte is isn+1 (RFC 9293 §3.4), and so is data carried in the SYN
 // itself (TCP Fast Open, RFC 7413). The head may take up to maxBytes bytes
 // from isn+1 on; maxBytes <= 0 means DefaultMaxBytes, and it is capped at
-// 16 MiB. Reset releases the buffer of the previous flow.
+// 16 MiB. Reset releases the buffers of the previous flow.
 func (f *TCPFlow) Reset(isn uint32, maxBytes int) {
 	f.Release()
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
 	*f = TCPFlow{isn: isn, maxBytes: min(maxBytes, maxMaxBytes), live: true}
+	f.asm.limit = f.maxBytes
 }
 
-// Release returns the flow's buffer to the pool. Call it when the flow is
-// decided or dropped. A decided flow keeps its Result (Feed goes on
+// Release returns the flow's buffers to their pools. Call it when the flow
+// is decided or dropped. A decided flow keeps its Result (Feed goes on
 // returning it); an undecided one answers Feed with Denied (ErrLimit) until
 // the next Reset. Release on a released or zero TCPFlow does nothing.
 func (f *TCPFlow) Release() {
-	if f.buf != nil {
-		bufPool.Put(f.buf)
-		f.buf = nil
-	}
+	f.asm.release()
+	f.rec.release()
 	f.live = false
-	// Slices into the buffer go with it.
-	f.rec.msg = nil
+	// Slices into the buffers go with them.
 	f.http = httpReader{}
 	f.hello.alpn = nil
-	f.asm.buf = nil
 }
+
+// BufferedBytes is how many bytes of the flow's stream it holds: the
+// distinct payload bytes stored so far, in order or not (bytes past the
+// limit are not stored), until Reset or Release.
+func (f *TCPFlow) BufferedBytes() int { return f.asm.held }
+
+// Capacity is how many bytes of pooled buffer the flow holds: its stream
+// buffer (BufferedBytes rounded up to a size class of 512 bytes, doubling,
+// and never more than the limit given to Reset) and, only for a ClientHello
+// over more than one TLS record, the buffer of its handshake bytes (at
+// most as much again). With the struct itself (unsafe.Sizeof) it is the
+// flow's memory for accounting; it changes only in Feed, Reset and Release,
+// and is 0 after Release.
+func (f *TCPFlow) Capacity() int { return f.asm.capacity() + f.rec.buf.capacity() }
 
 // Feed takes one client-to-server segment: its sequence number, whether it
 // is the SYN (then seq must be the flow's isn), and its payload, which may
@@ -109,7 +106,7 @@ func (f *TCPFlow) Release() {
 // the same final Result (Done or Denied) on every call.
 //
 // Feed allocates only when it decides the flow (Result.Name, or the error
-// of a Denied), and takes the pooled buffer at the first payload byte it
+// of a Denied), and takes a pooled buffer at the first payload byte it
 // stores; a flow decided before that (on its first byte) never takes one.
 func (f *TCPFlow) Feed(seq uint32, syn bool, payload []byte) Result {
 	if f.res.Status != NeedMore {
@@ -149,23 +146,28 @@ func (f *TCPFlow) Feed(seq uint32, syn bool, payload []byte) Result {
 		return f.res
 	}
 	p := payload[:min(len(payload), f.maxBytes-int(off))]
-	if f.buf == nil {
-		if off == 0 && firstByteKind(p[0]) == kindUnknown {
-			return f.deny(fmt.Errorf("%w: first byte 0x%02x", ErrNotTLS, p[0]))
-		}
-		f.buf = getBuf(2 * f.maxBytes)
-		f.asm.buf = (*f.buf)[:f.maxBytes]
-		f.rec.msg = (*f.buf)[f.maxBytes : f.maxBytes : 2*f.maxBytes]
+	if f.asm.held == 0 && off == 0 && firstByteKind(p[0]) == kindUnknown {
+		return f.deny(fmt.Errorf("%w: first byte 0x%02x", ErrNotTLS, p[0]))
 	}
 	if err := f.asm.add(int(off), p); err != nil {
 		return f.deny(err)
+	}
+	if c := f.asm.capacity(); c != f.asmCap {
+		// The stream buffer grew into a new one, and the HTTP reader's
+		// slices point into the old one: it reads the head again from
+		// the start. That is once per size class, so each byte is read
+		// fewer than twice on average. (The TLS record reader keeps no
+		// slice of the stream from one call to the next.)
+		f.asmCap = c
+		f.have = 0
+		f.http = httpReader{}
 	}
 	n := f.asm.contiguous()
 	if n == f.have {
 		return f.res
 	}
 	f.have = n
-	switch err := f.classify(f.asm.buf[:n]); {
+	switch err := f.classify(f.asm.prefix()); {
 	case err == nil:
 		return f.res
 	case err != ErrTruncated:
@@ -225,7 +227,7 @@ func (f *TCPFlow) deny(err error) Result {
 // ClientHello returns the hello of a flow decided as TLS, or false. It is
 // valid until Reset or Release (its ALPN points into the flow's buffer).
 func (f *TCPFlow) ClientHello() (*ClientHello, bool) {
-	if f.res.Status != Done || f.kind != kindTLS || f.buf == nil {
+	if f.res.Status != Done || f.kind != kindTLS || !f.live {
 		return nil, false
 	}
 	return &f.hello, true
@@ -234,7 +236,7 @@ func (f *TCPFlow) ClientHello() (*ClientHello, bool) {
 // RequestHead returns the request head of a flow decided as HTTP, or
 // false. It is valid until Reset or Release (it points into the buffer).
 func (f *TCPFlow) RequestHead() (*RequestHead, bool) {
-	if f.res.Status != Done || f.kind != kindHTTP || f.buf == nil {
+	if f.res.Status != Done || f.kind != kindHTTP || !f.live {
 		return nil, false
 	}
 	return &f.http.head, true

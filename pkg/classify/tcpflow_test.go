@@ -424,8 +424,8 @@ func TestTCPFlowLifecycle(t *testing.T) {
 		t.Errorf("Feed on a zero TCPFlow = %v, want denied", r.Status)
 	}
 	f.Reset(testISN, 0)
-	if r := f.Feed(testISN, true, nil); r.Status != NeedMore || f.buf != nil {
-		t.Fatalf("after the SYN: %v, buffer taken %v; want need-more and no buffer", r.Status, f.buf != nil)
+	if r := f.Feed(testISN, true, nil); r.Status != NeedMore || f.Capacity() != 0 {
+		t.Fatalf("after the SYN: %v, buffer of %d bytes; want need-more and no buffer", r.Status, f.Capacity())
 	}
 	r := f.Feed(testISN+1, false, hello)
 	if diff := cmp.Diff(named("www.example.test", SourceSNI), outcomeOf(r), sentinelComparer); diff != "" {
@@ -437,8 +437,8 @@ func TestTCPFlowLifecycle(t *testing.T) {
 	}
 	// Reset for a flow decided on its first byte: no buffer taken.
 	f.Reset(7, 0)
-	if r := f.Feed(8, false, []byte("\x00\x01")); r.Status != Denied || f.buf != nil {
-		t.Errorf("first byte 0x00: %v, buffer taken %v; want denied without a buffer", r.Status, f.buf != nil)
+	if r := f.Feed(8, false, []byte("\x00\x01")); r.Status != Denied || f.Capacity() != 0 {
+		t.Errorf("first byte 0x00: %v, buffer of %d bytes; want denied without a buffer", r.Status, f.Capacity())
 	}
 	// An undecided flow, released, refuses further segments.
 	f.Reset(7, 0)
@@ -452,6 +452,7 @@ func TestTCPFlowLifecycle(t *testing.T) {
 // TestTCPFlowAllocs checks that once warm, Feed allocates only when it
 // decides the flow: once for the name string.
 func TestTCPFlowAllocs(t *testing.T) {
+	skipPoolAllocsUnderRace(t)
 	stream := records(helloSpec{exts: []tlsExt{sniExt("www.example.test"), alpnExt("h2")}}.msg(), 60)
 	httpHead := []byte("GET / HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
 	var f TCPFlow
@@ -493,6 +494,37 @@ func TestTCPFlowAllocs(t *testing.T) {
 	}
 }
 
+// TestTCPFlowGrowthAllocs checks that flows whose buffers grow through
+// every class up to max_bytes, in order and out of order, allocate
+// nothing once the pools are warm.
+func TestTCPFlowGrowthAllocs(t *testing.T) {
+	skipPoolAllocsUnderRace(t)
+	emptyPools()
+	heads := growthStreams("grow.example.test")
+	heads["http head of max_bytes-1"] = []byte("GET / HTTP/1.1\r\nHost: a.test\r\nX: " + strings.Repeat("a", DefaultMaxBytes))[:DefaultMaxBytes-1]
+	for name, head := range heads {
+		head = head[:len(head)-1] // undecided: no name string to allocate
+		for pname, plan := range growthPlans {
+			segs := plan(head)
+			var f TCPFlow
+			run := func() {
+				f.Reset(testISN, 0)
+				for _, s := range segs {
+					f.Feed(s.seq, false, s.payload)
+				}
+				if f.res.Status != NeedMore {
+					t.Fatalf("%s, %s: decided: %+v", name, pname, f.res)
+				}
+				f.Release()
+			}
+			run() // warm the pools
+			if a := testing.AllocsPerRun(20, run); a != 0 {
+				t.Errorf("%s, %s: %v allocs per flow, want 0", name, pname, a)
+			}
+		}
+	}
+}
+
 func ExampleTCPFlow() {
 	head := []byte("GET / HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
 	var f TCPFlow
@@ -506,4 +538,245 @@ func ExampleTCPFlow() {
 	// need-more
 	// need-more
 	// done www.example.test host
+}
+
+// growthStreams are flow heads that cross several buffer classes: a
+// ClientHello in one record and in three (its handshake bytes then take a
+// buffer of their own), and HTTP heads whose name is read early (Host
+// right after the request line, an absolute-form target) so that the
+// reader holds it while the buffer grows.
+func growthStreams(name string) map[string][]byte {
+	pad := strings.Repeat("p", 3000)
+	hello := helloSpec{exts: []tlsExt{sniExt(name), {0x0015, make([]byte, 4000)}}}.msg()
+	return map[string][]byte{
+		"tls one record":    records(hello),
+		"tls three records": records(hello, 700, 1800),
+		"http host first":   []byte("GET / HTTP/1.1\r\nHost: " + name + "\r\nX-Pad: " + pad + "\r\n\r\n"),
+		"http absolute-form": []byte("GET http://" + name + "/" + pad + " HTTP/1.1\r\nX-Pad: " + pad +
+			"\r\nHost: " + name + "\r\n\r\n"),
+	}
+}
+
+// growthPlans cut a stream into segments whose order and overlaps make
+// the buffer grow at awkward moments.
+var growthPlans = map[string]func(s []byte) []segment{
+	"in order, 100-byte segments": func(s []byte) []segment { return every(s, 100) },
+	"reversed, 300-byte segments": func(s []byte) []segment { return reversed(every(s, 300)) },
+	"far end first": func(s []byte) []segment {
+		n := len(s) - 200
+		return append([]segment{seg(testISN, n, s[n:])}, every(s[:n], 700)...)
+	},
+	"overlaps across class boundaries": func(s []byte) []segment {
+		// [0,500) [400,1100) [1000,2100) [2000,end): each overlap holds
+		// bytes from before a growth and after it.
+		return []segment{seg(testISN, 0, s[:500]), seg(testISN, 400, s[400:1100]),
+			seg(testISN, 1000, s[1000:2100]), seg(testISN, 2000, s[2000:])}
+	},
+	"a far segment grows the buffer while a record header is cut": func(s []byte) []segment {
+		// 707 is inside the second record header of "tls three
+		// records"; the far segment moves the buffer to 2048 bytes
+		// without adding to the contiguous prefix.
+		far := len(s) - 500
+		return []segment{seg(testISN, 0, s[:707]), seg(testISN, far, s[far:far+400]),
+			seg(testISN, 707, s[707:far]), seg(testISN, far+400, s[far+400:])}
+	},
+	"odd pieces first, then the even ones": func(s []byte) []segment {
+		segs := every(s, 450)
+		var out []segment
+		for i := 1; i < len(segs); i += 2 {
+			out = append(out, segs[i])
+		}
+		for i := 0; i < len(segs); i += 2 {
+			out = append(out, segs[i])
+		}
+		return out
+	},
+}
+
+// reversed returns segs last first.
+func reversed(segs []segment) []segment {
+	slices.Reverse(segs)
+	return segs
+}
+
+// every cuts s into in-order segments of n bytes.
+func every(s []byte, n int) []segment {
+	var at []int
+	for i := n; i < len(s); i += n {
+		at = append(at, i)
+	}
+	return cut(testISN, s, at...)
+}
+
+// scribble takes every buffer out of the pools of the classes under
+// DefaultMaxBytes, overwrites it and puts it back: a flow that still read
+// a buffer it had given up would read this.
+func scribble() {
+	for k := range bufClass(DefaultMaxBytes) + 1 {
+		var all []*[]byte
+		for {
+			p, _ := bufPools[k].Get().(*[]byte)
+			if p == nil {
+				break
+			}
+			all = append(all, p)
+			for i := range *p {
+				(*p)[i] = 0xee
+			}
+		}
+		for _, p := range all {
+			bufPools[k].Put(p)
+		}
+	}
+}
+
+// TestTCPFlowGrowth feeds heads that grow the flow's buffers through
+// several size classes, out of order and with overlaps across the
+// growths, to two flows in lockstep, and overwrites the pooled buffers
+// after every segment: a reader that kept a slice of a buffer its flow
+// outgrew would read other bytes than the flow's.
+func TestTCPFlowGrowth(t *testing.T) {
+	emptyPools() // what other tests left; scribble goes through all of it
+	ours, theirs := growthStreams("grow.example.test"), growthStreams("other.example.test")
+	for sname, stream := range ours {
+		for pname, plan := range growthPlans {
+			t.Run(sname+"/"+pname, func(t *testing.T) {
+				from := SourceHost
+				if stream[0] == contentHandshake {
+					from = SourceSNI
+				}
+				a, b := plan(stream), plan(theirs[sname])
+				var fa, fb TCPFlow
+				fa.Reset(testISN, 0)
+				fb.Reset(testISN, 0)
+				defer fa.Release()
+				defer fb.Release()
+				var ra, rb Result
+				for i := range max(len(a), len(b)) {
+					if i < len(a) {
+						ra = fa.Feed(a[i].seq, false, a[i].payload)
+						scribble()
+					}
+					if i < len(b) {
+						rb = fb.Feed(b[i].seq, false, b[i].payload)
+						scribble()
+					}
+				}
+				for _, c := range []struct {
+					r    Result
+					want string
+				}{{ra, "grow.example.test"}, {rb, "other.example.test"}} {
+					if diff := cmp.Diff(named(c.want, from), outcomeOf(c.r), sentinelComparer); diff != "" {
+						t.Errorf("(-want +got):\n%s\nerr: %v", diff, c.r.Err)
+					}
+				}
+				if fa.BufferedBytes() != len(stream) {
+					t.Errorf("BufferedBytes = %d, want %d", fa.BufferedBytes(), len(stream))
+				}
+				msg := 0 // the handshake bytes' own buffer
+				if strings.HasSuffix(sname, "three records") {
+					msg = len(defragment(stream))
+				}
+				if c := fa.rec.buf.capacity(); !capacityFits(c, msg, DefaultMaxBytes) || msg == 0 && c != 0 {
+					t.Errorf("handshake buffer of %d bytes for %d", c, msg)
+				}
+				if c := fa.asm.capacity(); !capacityFits(c, len(stream), DefaultMaxBytes) {
+					t.Errorf("stream buffer of %d bytes for %d", c, len(stream))
+				}
+				if fa.Capacity() != fa.asm.capacity()+fa.rec.buf.capacity() {
+					t.Errorf("Capacity = %d, not the sum of the buffers", fa.Capacity())
+				}
+			})
+		}
+	}
+}
+
+// TestTCPFlowGrowthConflict checks that a retransmission that disagrees
+// inside an overlap is refused when taking it would grow the buffer, and
+// when the overlap holds bytes from before a growth.
+func TestTCPFlowGrowthConflict(t *testing.T) {
+	stream := growthStreams("grow.example.test")["tls one record"]
+	changed := func(off, end, at int) segment {
+		b := slices.Clone(stream[off:end])
+		b[at-off] ^= 0x20
+		return seg(testISN, off, b)
+	}
+	for _, tt := range []struct {
+		name string
+		segs []segment
+	}{
+		{"new bytes past 512, conflict below", []segment{seg(testISN, 0, stream[:500]), changed(300, 1100, 450)}},
+		{"conflict in bytes stored before a growth", []segment{seg(testISN, 0, stream[:500]), seg(testISN, 500, stream[500:1500]), changed(100, 1600, 200)}},
+		{"conflict with a far span, packed", []segment{seg(testISN, 3000, stream[3000:3100]), changed(2000, 3050, 3040)}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFeed(t, testISN, 0, tt.segs, denied(ErrMalformed))
+		})
+	}
+}
+
+// TestTCPFlowLimitExact checks the flow-head limit at exactly max_bytes, for
+// a limit that is a size class and one that is not: a head that ends at
+// the limit is read, one byte more is denied, and the buffer never
+// exceeds the limit.
+func TestTCPFlowLimitExact(t *testing.T) {
+	for _, limit := range []int{1024, 1000} {
+		httpHead := func(n int) []byte {
+			h := "GET / HTTP/1.1\r\nHost: limit.example.test\r\nX-Pad: "
+			return []byte(h + strings.Repeat("a", n-len(h)-4) + "\r\n\r\n")
+		}
+		base := len(helloSpec{exts: []tlsExt{sniExt("limit.example.test"), {0x0015, nil}}}.msg())
+		hello := func(n int) []byte { // a hello of n bytes in two records
+			return records(helloSpec{exts: []tlsExt{sniExt("limit.example.test"), {0x0015, make([]byte, n-2*recordHeaderLen-base)}}}.msg(), 300)
+		}
+		tests := []struct {
+			name     string
+			segs     []segment
+			want     outcome
+			buffered int
+		}{
+			{"http head of max_bytes", every(httpHead(limit), 333), named("limit.example.test", SourceHost), limit},
+			{"http head of max_bytes, reversed", reversed(every(httpHead(limit), 333)), named("limit.example.test", SourceHost), limit},
+			{"http head of max_bytes+1", every(httpHead(limit+1), 333), denied(ErrLimit), limit},
+			{"http head of max_bytes+1 in one segment", cut(testISN, httpHead(limit+1)), denied(ErrLimit), limit},
+			{"tls hello ending at max_bytes", reversed(every(hello(limit), 400)), named("limit.example.test", SourceSNI), limit},
+			{"tls hello ending at max_bytes+1", every(hello(limit+1), 400), denied(ErrLimit), 400},
+			{"last byte under the limit alone", []segment{seg(testISN, limit-1, []byte("x"))}, needMore, 1},
+			{"first byte at the limit", []segment{seg(testISN, limit, []byte("x"))}, needMore, 0},
+			{"segment straddling the limit", []segment{seg(testISN, limit-2, []byte("wxyz"))}, needMore, 2},
+		}
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%d/%s", limit, tt.name), func(t *testing.T) {
+				r, f := feed(t, testISN, limit, tt.segs)
+				if diff := cmp.Diff(tt.want, outcomeOf(r), sentinelComparer); diff != "" {
+					t.Fatalf("(-want +got):\n%s\nerr: %v", diff, r.Err)
+				}
+				if f.BufferedBytes() != tt.buffered {
+					t.Errorf("BufferedBytes = %d, want %d", f.BufferedBytes(), tt.buffered)
+				}
+				if c := f.asm.capacity(); !capacityFits(c, f.BufferedBytes(), limit) {
+					t.Errorf("stream buffer of %d bytes for %d held, limit %d", c, f.BufferedBytes(), limit)
+				}
+			})
+		}
+	}
+}
+
+// TestTCPFlowCapacity pins what the engine accounts for the recorded
+// clients' flows: the stream buffer in the class of the bytes sent, no
+// second buffer for a hello in one record, nothing after Release.
+func TestTCPFlowCapacity(t *testing.T) {
+	for _, fx := range loadFixtures(t) {
+		t.Run(filepath.Base(fx.name), func(t *testing.T) {
+			n := len(fx.stream())
+			_, f := feed(t, fx.isn, DefaultMaxBytes, fx.segs)
+			if f.BufferedBytes() != n || !capacityFits(f.Capacity(), n, DefaultMaxBytes) {
+				t.Errorf("BufferedBytes %d, Capacity %d; want %d and a buffer in its class (%d)", f.BufferedBytes(), f.Capacity(), n, minBufSize<<bufClass(n))
+			}
+			f.Release()
+			if f.BufferedBytes() != 0 || f.Capacity() != 0 {
+				t.Errorf("after Release: BufferedBytes %d, Capacity %d; want 0, 0", f.BufferedBytes(), f.Capacity())
+			}
+		})
+	}
 }

@@ -1,25 +1,22 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 
+	"github.com/egressd/egressd/internal/hostname"
 	"golang.org/x/net/idna"
 	"golang.org/x/net/publicsuffix"
 )
 
-// Limits on names, RFC 1035 §2.3.4: 63 octets a label, 255 a name on the
-// wire, which leaves 253 characters in the dotted text form.
-const (
-	maxLabelLen = 63
-	maxNameLen  = 253
-)
-
 // idnaProfile maps a name as typed in a policy to its ASCII (punycode)
-// form. It is the lookup profile of UTS #46 without the STD3 restriction,
-// so that underscore labels (_service.example.com) remain writable; the
-// allowed bytes are then checked by checkLDH.
+// form. It is the lookup profile of UTS #46 (RFC 5891 §5: U-labels to
+// A-labels, A-labels checked to be valid punycode of a valid U-label)
+// without the STD3 restriction, so that underscore labels
+// (_service.example.com) remain writable; the result then meets the one
+// check of host names, hostname.Normalize.
 var idnaProfile = idna.New(
 	idna.MapForLookup(),
 	idna.Transitional(false),
@@ -92,15 +89,17 @@ func parsePattern(s string) (pattern, error) {
 }
 
 // normalizeName returns the canonical form of a name written by a person:
-// lowercase, punycode, without a trailing dot. It refuses IP literals,
-// empty labels, bytes outside letters, digits, hyphen and underscore, and
-// names or labels over the DNS limits.
+// lowercase, punycode, without a trailing dot.
+//
+// The rules are the ones every name in egressd meets (internal/hostname:
+// what classify accepts off the wire, what resolve asks), so a policy can
+// name exactly the names a client can send. On top of them, as written by
+// people: IP addresses get a message that points to cidrs, and a name with
+// a non-ASCII or "xn--" label goes through IDNA first (RFC 5890, 5891 §5),
+// which converts U-labels, refuses invalid punycode, and applies UTS #46's
+// hyphen rule to that name's labels.
 func normalizeName(s string) (string, error) {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" {
-		return "", fmt.Errorf("empty name")
-	}
-	if _, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
+	if _, err := netip.ParseAddr(strings.Trim(strings.TrimSuffix(s, "."), "[]")); err == nil {
 		return "", fmt.Errorf("this is an IP address, not a name; put it in the rule's cidrs")
 	}
 	ascii := s
@@ -113,37 +112,27 @@ func normalizeName(s string) (string, error) {
 			return "", fmt.Errorf("not a valid internationalised name: %v", err)
 		}
 	}
-	ascii = strings.ToLower(ascii)
-	if err := checkLDH(ascii); err != nil {
-		return "", err
+	n, err := hostname.Normalize(ascii)
+	var e *hostname.Error
+	if !errors.As(err, &e) {
+		return n, err
 	}
-	return ascii, nil
-}
-
-// checkLDH checks a lowercase ASCII name: labels of letters, digits, hyphen
-// and underscore, none empty or longer than 63, at most 253 in all, and no
-// label starting or ending with a hyphen (RFC 1123 §2.1).
-func checkLDH(name string) error {
-	if len(name) > maxNameLen {
-		return fmt.Errorf("name is %d characters long; the limit is %d", len(name), maxNameLen)
+	part := e.Name[e.At:e.End]
+	switch e.Problem {
+	case hostname.Empty:
+		return "", fmt.Errorf("empty name")
+	case hostname.TooLong:
+		return "", fmt.Errorf("name is %d characters long; the limit is %d", len(part), hostname.MaxLen)
+	case hostname.EmptyLabel:
+		return "", fmt.Errorf("has an empty label")
+	case hostname.LabelTooLong:
+		return "", fmt.Errorf("label %q is %d characters long; the limit is %d", part, len(part), hostname.MaxLabelLen)
+	case hostname.BadByte:
+		return "", fmt.Errorf("label %q has the character %q; names are letters, digits, '-' and '_' (write internationalised names as typed or as \"xn--\")", e.Label(), e.Name[e.At])
+	case hostname.IPLiteral:
+		return "", fmt.Errorf("its last label %q is a number, so it reads as an IP address, not a name; put addresses in the rule's cidrs", part)
 	}
-	for label := range strings.SplitSeq(name, ".") {
-		switch {
-		case label == "":
-			return fmt.Errorf("has an empty label")
-		case len(label) > maxLabelLen:
-			return fmt.Errorf("label %q is %d characters long; the limit is %d", label, len(label), maxLabelLen)
-		case label[0] == '-' || label[len(label)-1] == '-':
-			return fmt.Errorf("label %q starts or ends with a hyphen", label)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("label %q has the character %q; names are letters, digits, '-' and '_' (write internationalised names as typed or as \"xn--\")", label, c)
-			}
-		}
-	}
-	return nil
+	return "", err
 }
 
 func isASCII(s string) bool {

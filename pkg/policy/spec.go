@@ -6,7 +6,6 @@ import (
 	"io"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -90,7 +89,7 @@ func parseSpec(c *errs, data []byte) *Spec {
 		if err == io.EOF {
 			c.add(1, "the file is empty; a policy needs at least \"version: 1\" and \"default\"")
 		} else {
-			line, msg := yamlErrorLine(err)
+			line, msg := yamlSyntaxError(err, data)
 			c.add(line, "%s", msg)
 		}
 		return nil
@@ -328,20 +327,6 @@ func kindName(n *yaml.Node) string {
 		return "mapping"
 	}
 	return "value"
-}
-
-// yamlErrorLine extracts the line from a yaml syntax error ("yaml: line 7:
-// did not find expected key").
-func yamlErrorLine(err error) (int, string) {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if num, tail, ok := strings.Cut(rest, ":"); ok {
-			if n, err := strconv.Atoi(num); err == nil {
-				return n, "YAML syntax: " + strings.TrimSpace(tail)
-			}
-		}
-	}
-	return 0, "YAML syntax: " + msg
 }
 
 func sortErrors(l ErrorList) {
