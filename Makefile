@@ -48,6 +48,9 @@ demo: ## as root: build the lab, run egressd on the example policy, show allowed
 test: ## unit, fuzz-seed and lab tests (-race); as root, missing packages installed first and the lab tests run; under CI=true a skip fails
 	@$(PREREQS) build lab test deploy
 	./scripts/gotest.sh -race -count=1 ./...
+	@# The race detector's sync.Pool drops pooled buffers on purpose, so the
+	@# allocation tests of the hot paths run again without it.
+	./scripts/gotest.sh -count=1 -run 'Allocs' ./pkg/...
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck, shellcheck

@@ -77,15 +77,6 @@ type flow struct {
 	flowVars
 }
 
-// heads are a flow's head parsers, lent to it from the shard while it is
-// undecided: a decided flow that lingers is a few hundred bytes, not the
-// parsers' few kilobytes. They keep their pooled buffers across flows;
-// Reset makes them new.
-type heads struct {
-	tcp  classify.TCPFlow
-	quic classify.QUICFlow
-}
-
 // flowVars is everything a flow knows about itself. It is zeroed whole
 // when the flow is reused, so nothing of one flow survives into the next.
 type flowVars struct {
@@ -97,7 +88,12 @@ type flowVars struct {
 	syns      int
 	pending   decide.Outcome     // while verifying: the decision DNS is to confirm
 	cancel    context.CancelFunc // while verifying: ends the lookup
-	h         *heads             // while reading: the head parsers
+	// While reading, the head parser of the flow's protocol, lent from
+	// the shard: a decided flow that lingers is a few hundred bytes, not
+	// a parser's kilobyte or two. Parsers keep their pooled buffers
+	// across flows; Reset makes them new.
+	tcp  *classify.TCPFlow
+	quic *classify.QUICFlow
 
 	// Fair shares (shares.go): the flow's source, what it holds of each
 	// pool, and its place among the source's undecided flows.

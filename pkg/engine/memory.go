@@ -4,6 +4,7 @@ import (
 	"unsafe"
 
 	"github.com/egressd/egressd/internal/defaults"
+	"github.com/egressd/egressd/pkg/classify"
 )
 
 // MemoryPart is one part of a worst-case memory bound.
@@ -67,7 +68,7 @@ func (c Config) flowTable() Memory {
 	fifo := int64(unsafe.Sizeof(fifoEntry{}))
 	return Memory{
 		{"flow table: undecided and lingering flows (limits.flows, twice)", 2 * flows * (flowSize + mapEntryBytes)},
-		{"head parsers of undecided flows", flows * int64(unsafe.Sizeof(heads{}))},
+		{"head parsers of undecided flows", flows * int64(max(unsafe.Sizeof(classify.TCPFlow{}), unsafe.Sizeof(classify.QUICFlow{})))},
 		{"timeout queues", (3*flows + int64(c.HelloTimeout.Seconds()+1)*pendingPerSecond) * fifo},
 		{"sources", flows * int64(unsafe.Sizeof(source{})+mapEntryBytes)},
 	}

@@ -24,7 +24,7 @@ type Shard struct {
 	pending   fifo // undecided flows, by deadline
 	linger    fifo // decided flows, by end of linger
 	free      []*flow
-	freeHeads []*heads
+	parsers   parsers
 	undecided int
 	pools     pools
 	pruned    time.Time // when idle sources were last forgotten
@@ -114,7 +114,6 @@ func (s *Shard) start(p *Packet) *flow {
 		return nil
 	}
 	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
-	f.h = s.allocHeads()
 	switch p.Proto {
 	case policy.TCP:
 		isn := p.Seq
@@ -123,9 +122,11 @@ func (s *Shard) start(p *Packet) *flow {
 			// head from this segment on. A wrong guess fails closed.
 			isn--
 		}
-		f.h.tcp.Reset(isn, e.cfg.HelloMaxBytes)
+		f.tcp = s.parsers.tcp()
+		f.tcp.Reset(isn, e.cfg.HelloMaxBytes)
 	case policy.UDP:
-		f.h.quic.Reset(e.cfg.HelloMaxBytes)
+		f.quic = s.parsers.quic()
+		f.quic.Reset(e.cfg.HelloMaxBytes)
 	}
 	return f
 }
@@ -144,7 +145,7 @@ func (s *Shard) read(f *flow, p *Packet) {
 				return
 			}
 		}
-		res = f.h.tcp.Feed(p.Seq, p.SYN, p.Payload)
+		res = f.tcp.Feed(p.Seq, p.SYN, p.Payload)
 		if res.Status == classify.NeedMore && len(p.Payload) == 0 {
 			// The handshake must complete for the client to send its
 			// hello; a segment without payload gives nothing away.
@@ -152,9 +153,12 @@ func (s *Shard) read(f *flow, p *Packet) {
 			return
 		}
 	case policy.UDP:
-		res = f.h.quic.Feed(p.Payload)
+		res = f.quic.Feed(p.Payload)
 	}
 	if !s.hold(f, p) {
+		return
+	}
+	if res.Status == classify.NeedMore && !s.buffered(f) {
 		return
 	}
 	switch {
@@ -339,12 +343,7 @@ func (s *Shard) finish(f *flow, o decide.Outcome, limit Limit) {
 	}
 	s.release(f)
 	f.src.unlink(f)
-	if f.h != nil {
-		f.h.tcp.Release()
-		f.h.quic.Release()
-		s.freeHeads = append(s.freeHeads, f.h)
-		f.h = nil
-	}
+	s.parsers.giveBack(f)
 	s.linger.push(f, now.Add(e.cfg.Linger))
 
 	if limit > 0 {
@@ -427,13 +426,63 @@ func (s *Shard) evict(ent fifoEntry) {
 	s.free = append(s.free, f)
 }
 
-func (s *Shard) allocHeads() *heads {
-	if n := len(s.freeHeads); n > 0 {
-		h := s.freeHeads[n-1]
-		s.freeHeads = s.freeHeads[:n-1]
-		return h
+// buffered accounts the flow-head bytes f's parser holds now against its
+// source's share of the buffer pool. It returns false when the flow was
+// denied for them.
+func (s *Shard) buffered(f *flow) bool {
+	var held int
+	switch {
+	case f.tcp != nil:
+		held = f.tcp.Capacity()
+	case f.quic != nil:
+		held = f.quic.Capacity()
 	}
-	return new(heads)
+	switch d := held - f.use[ResBytes]; {
+	case d < 0:
+		s.add(f, ResBytes, d)
+	case d > 0 && !s.take(f, ResBytes, d):
+		s.deny(f, LimitBytes)
+		return false
+	}
+	return true
+}
+
+// parsers lends head parsers to a shard's undecided flows.
+type parsers struct {
+	tcps  []*classify.TCPFlow
+	quics []*classify.QUICFlow
+}
+
+func (ps *parsers) tcp() *classify.TCPFlow {
+	if n := len(ps.tcps); n > 0 {
+		f := ps.tcps[n-1]
+		ps.tcps = ps.tcps[:n-1]
+		return f
+	}
+	return new(classify.TCPFlow)
+}
+
+func (ps *parsers) quic() *classify.QUICFlow {
+	if n := len(ps.quics); n > 0 {
+		f := ps.quics[n-1]
+		ps.quics = ps.quics[:n-1]
+		return f
+	}
+	return new(classify.QUICFlow)
+}
+
+// giveBack takes f's parser back, its buffers returned to their pools.
+func (ps *parsers) giveBack(f *flow) {
+	if f.tcp != nil {
+		f.tcp.Release()
+		ps.tcps = append(ps.tcps, f.tcp)
+		f.tcp = nil
+	}
+	if f.quic != nil {
+		f.quic.Release()
+		ps.quics = append(ps.quics, f.quic)
+		f.quic = nil
+	}
 }
 
 func (s *Shard) alloc() *flow {
