@@ -55,24 +55,6 @@ func TestFlowBufKeeps(t *testing.T) {
 	}
 }
 
-// TestFlowBufAllocs checks that a buffer that grows through every class
-// of the default limit, and is released, allocates nothing once the pools
-// are warm.
-func TestFlowBufAllocs(t *testing.T) {
-	skipPoolAllocsUnderRace(t)
-	var b flowBuf
-	run := func() {
-		for n := 1; n <= DefaultMaxBytes; n *= 2 {
-			b.grow(n, n/2, DefaultMaxBytes)
-		}
-		b.release()
-	}
-	run()
-	if a := testing.AllocsPerRun(100, run); a != 0 {
-		t.Errorf("growing 1 B to %d B: %v allocs, want 0", DefaultMaxBytes, a)
-	}
-}
-
 // TestReassemblerGrowth adds out-of-order data whose overlaps cross size
 // classes: the buffer holds the bytes received (packed, holes left out),
 // grows a class at a time, and a conflict that would have grown it leaves
@@ -169,15 +151,6 @@ func TestReassemblerPermutedGrowth(t *testing.T) {
 // size in that class's pool.)
 func capacityFits(c, n, limit int) bool {
 	return c >= n && c <= min(minBufSize<<bufClass(n), max(limit, n))
-}
-
-// skipPoolAllocsUnderRace skips a test that counts on a warm pool never
-// missing (see raceEnabled).
-func skipPoolAllocsUnderRace(t *testing.T) {
-	t.Helper()
-	if raceEnabled {
-		t.Skip("sync.Pool drops buffers at random under the race detector; run without -race to count allocations")
-	}
 }
 
 // emptyPools drops every pooled buffer, so that the next grows take
