@@ -314,6 +314,37 @@ func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: dns.Fqdn(name), Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
 }
 
+// Lookup asks the server for name's qtype records in memory, as a client
+// resolving the name before it connects would: the query counts and
+// moves a flipping name like any other. It returns the addresses of the
+// answer, or an error when the server stays silent (SetDrop) or answers
+// with an rcode other than NOERROR.
+func (s *Server) Lookup(name string, qtype uint16) ([]netip.Addr, error) {
+	req := new(dns.Msg)
+	req.SetQuestion(dns.Fqdn(name), qtype)
+	m, ok := s.answer(req, false)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("dnstest: %s: no answer", name)
+	case m.Rcode != dns.RcodeSuccess:
+		return nil, fmt.Errorf("dnstest: %s: %s", name, dns.RcodeToString[m.Rcode])
+	}
+	var out []netip.Addr
+	for _, rr := range m.Answer {
+		var ip net.IP
+		switch rr := rr.(type) {
+		case *dns.A:
+			ip = rr.A
+		case *dns.AAAA:
+			ip = rr.AAAA
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, nil
+}
+
 // Exchange answers a packed query in memory, as a TCP server would (never
 // truncated). When the server drops queries it blocks until ctx ends. It
 // makes a Server a resolve.Transport; server is ignored.

@@ -3,6 +3,7 @@ package dnstest
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,5 +236,51 @@ func TestFlipCNAME(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"NOERROR", "SOA"}, ask(t, s, "flip.example.test", dns.TypeAAAA)); diff != "" {
 		t.Errorf("AAAA of an IPv4-only flipping name (-want +got):\n%s", diff)
+	}
+}
+
+func TestLookup(t *testing.T) {
+	a := netip.MustParseAddr
+	s := New()
+	s.SetAddrs("www.example.test", 60, a("203.0.113.1"), a("2001:db8::1"))
+	s.SetCNAME("alias.example.test", "www.example.test", 30)
+	s.SetFlip("flip.example.test", 30, 0, a("203.0.113.1"), a("203.0.113.2"))
+	tests := []struct {
+		name    string
+		edit    func(*Server)
+		qname   string
+		qtype   uint16
+		want    []netip.Addr
+		wantErr string
+	}{
+		{name: "A", qname: "www.example.test", qtype: dns.TypeA, want: []netip.Addr{a("203.0.113.1")}},
+		{name: "AAAA through a CNAME", qname: "alias.example.test", qtype: dns.TypeAAAA, want: []netip.Addr{a("2001:db8::1")}},
+		{name: "flips like any query", qname: "flip.example.test", qtype: dns.TypeA, want: []netip.Addr{a("203.0.113.2")}},
+		{name: "NODATA", qname: "www.example.test", qtype: dns.TypeMX},
+		{name: "NXDOMAIN", qname: "nope.example.test", qtype: dns.TypeA, wantErr: "NXDOMAIN"},
+		{name: "silent", edit: func(s *Server) { s.SetDrop(true) }, qname: "www.example.test", qtype: dns.TypeA, wantErr: "no answer"},
+	}
+	if _, err := s.Lookup("flip.example.test", dns.TypeA); err != nil { // the flip's first answer
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.edit != nil {
+				tc.edit(s)
+			}
+			got, err := s.Lookup(tc.qname, tc.qtype)
+			switch {
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("Lookup error = %v, want one containing %q", err, tc.wantErr)
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("Lookup: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+				t.Errorf("Lookup (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if n := s.Queries("www.example.test", dns.TypeA); n != 2 {
+		t.Errorf("Queries = %d, want 2 (Lookups count)", n)
 	}
 }
