@@ -21,6 +21,8 @@ const (
 	DefaultRequeryInterval = time.Second
 	DefaultMaxAddrs        = 64
 	DefaultGrace           = 2 * time.Minute
+	// DefaultMaxQueriesPerSecond: see Config.MaxQueriesPerSecond.
+	DefaultMaxQueriesPerSecond = 500
 )
 
 // NoGrace as Config.Grace turns the grace period off: an address verifies
@@ -102,6 +104,30 @@ type Config struct {
 	// grace. Zero: 2m; NoGrace turns it off.
 	Grace time.Duration
 
+	// MaxQueriesPerSecond is the query budget: the packets per second
+	// sent to the servers, every one counted (A and AAAA, a retry on the
+	// next server, the packets of a TCP fallback), as a token bucket on
+	// the resolver's clock that holds half a second's worth (at least
+	// 16).
+	//
+	// The Route 53 Resolver takes about 1,024 packets per second from
+	// each network interface, for every program on the instance, and
+	// drops the rest; a flood of random names under an allowed wildcard
+	// (each a lookup of two queries) must not take the instance over it.
+	// The default, 500, is under half that: with the burst, at most 750
+	// in any second, which leaves a quarter for the instance's own
+	// lookups (SSM agent, package updates, time sync) and for a limit
+	// that is approximate.
+	//
+	// The refresh of watched names (Run) is never starved by
+	// verifications: a verification's lookup of a name that is not
+	// watched may not take the bucket's last quarter, one of a watched
+	// name its last eighth; the refresher may empty it, and waits for
+	// tokens, so what refills while the level is under an eighth is its
+	// alone. A verification that finds no room fails at once with
+	// ErrBudget (reason limit); it never waits for the budget. Zero: 500.
+	MaxQueriesPerSecond int
+
 	// Now is the clock. Zero: time.Now. Tests use a fake clock; a real
 	// clock's monotonic reading makes wall-clock steps harmless.
 	Now func() time.Time
@@ -138,6 +164,7 @@ func (c Config) withDefaults() (Config, error) {
 	orDefault(&errs, "MaxTTL", &c.MaxTTL, DefaultMaxTTL)
 	orDefault(&errs, "NegativeTTL", &c.NegativeTTL, DefaultNegativeTTL)
 	orDefault(&errs, "RequeryInterval", &c.RequeryInterval, DefaultRequeryInterval)
+	orDefault(&errs, "MaxQueriesPerSecond", &c.MaxQueriesPerSecond, DefaultMaxQueriesPerSecond)
 	if c.Grace != NoGrace {
 		orDefault(&errs, "Grace", &c.Grace, DefaultGrace)
 	}

@@ -11,8 +11,9 @@
 // What it does:
 //   - VerifySince(name, addr, since) answers Match, Grace or Mismatch, or an
 //     error that the engine logs as reason dns-error (resolver
-//     unreachable, timeout, SERVFAIL, a garbled or truncated answer). A
-//     fresh cached address is answered without
+//     unreachable, timeout, SERVFAIL, a garbled or truncated answer), or
+//     ErrBudget, which it logs as reason limit. A fresh cached address is
+//     answered without
 //     I/O and without allocating. Its Result says what the answer was
 //     decided on: the age of the newest answer, the addresses held,
 //     whether it asked again.
@@ -32,6 +33,11 @@
 //     is bounded in names (CLOCK eviction) and in addresses per name.
 //   - One lookup per name is in flight at a time, however many flows wait
 //     on it.
+//   - Every packet sent counts against a query budget
+//     (Config.MaxQueriesPerSecond) under the VPC resolver's limit per
+//     network interface. A verification that finds no room fails at once
+//     with ErrBudget (reason limit); the refresh of watched names has
+//     room kept for it and waits for what refills.
 //   - NXDOMAIN and NODATA are answers, not errors: they verify nothing
 //     (Mismatch) and are cached negatively (RFC 2308), so random labels
 //     under an allowed wildcard cost one lookup each, not one per flow.

@@ -86,9 +86,12 @@ type Stats struct {
 	Errors              uint64 // returned an error (reason dns-error)
 	Lookups             uint64 // name lookups started (each asks A and AAAA)
 	Queries             uint64 // DNS queries sent (per type, per server tried)
+	TCPFallbacks        uint64 // of those, asked again over TCP (NetTransport, on TC)
 	QueryErrors         uint64 // queries that failed (timeout, unreachable, bad answer)
 	NegativeAnswers     uint64 // answers that were NXDOMAIN or NODATA (per type), then cached
 	Refreshes           uint64 // lookups started by the refresher (Run)
+	BudgetRefused       uint64 // verification lookups and queries the query budget refused (ErrBudget)
+	BudgetWaits         uint64 // refresher queries that waited for the budget
 	Evictions           uint64 // names evicted to stay within CacheMax
 	Names               uint64 // names cached now
 }
@@ -96,9 +99,10 @@ type Stats struct {
 // Resolver verifies destinations against DNS answers. Its methods are safe
 // for concurrent use.
 type Resolver struct {
-	cfg   Config
-	base  time.Time // time origin of the cache's int64 clock
-	cache *cache
+	cfg    Config
+	base   time.Time // time origin of the cache's int64 clock
+	cache  *cache
+	budget *budget
 
 	fmu     sync.Mutex
 	flights map[string]*flight
@@ -118,7 +122,8 @@ type Resolver struct {
 	stats struct {
 		hits, graces, negHits, misses, slotWaits, secondLooks, slowMatches,
 		mismatchesAsked, mismatchesHeld, errors,
-		lookups, queries, queryErrors, negAnswers, refreshes atomic.Uint64
+		lookups, queries, tcpFallbacks, queryErrors, negAnswers, refreshes,
+		budgetRefused, budgetWaits atomic.Uint64
 	}
 }
 
@@ -128,9 +133,11 @@ func New(cfg Config) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
+	base := cfg.Now()
 	r := &Resolver{
 		cfg:     cfg,
-		base:    cfg.Now(),
+		base:    base,
+		budget:  newBudget(cfg.MaxQueriesPerSecond, 0),
 		cache:   newCache(cfg.CacheMax, cfg.MaxAddrs, cfg.Grace),
 		flights: make(map[string]*flight),
 		wake:    make(chan struct{}, 1),
@@ -303,7 +310,7 @@ func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr,
 			r.fmu.Unlock()
 			r.stats.negHits.Add(1)
 			return v.result(now, waited), false, nil
-		case v.cached == CachedNone && v.answered >= anchor && !r.secondLook(v.news, v.answered, &second, &anchor):
+		case v.cached == CachedNone && v.answered >= anchor && !r.secondLook(v.news, v.answered, now, &second, &anchor):
 			// An answer obtained since the flow began lacks addr.
 			r.fmu.Unlock()
 			return v.result(now, waited), false, nil
@@ -325,7 +332,12 @@ func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr,
 				now = r.now()
 				continue
 			}
-			f = r.launchLocked(n, now)
+			if f = r.launchLocked(n, now, r.classOf(n)); f == nil {
+				if second { // the first look stands
+					return v.result(now, true), false, nil
+				}
+				return r.orGrace(n, addr, &LookupError{Name: n, Err: ErrBudget})
+			}
 		} else {
 			r.fmu.Unlock()
 		}
@@ -348,7 +360,7 @@ func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr,
 			return r.orGrace(n, addr, got[fam].err)
 		}
 		v = r.cache.look(n, addr, now, false)
-		if v.cached == CachedNone && r.secondLook(got[fam].news, f.started, &second, &anchor) {
+		if v.cached == CachedNone && r.secondLook(got[fam].news, f.started, now, &second, &anchor) {
 			continue
 		}
 		// The cache holds this answer, unless it was evicted meanwhile.
@@ -372,9 +384,10 @@ func (r *Resolver) orGrace(name string, addr netip.Addr, err error) (Result, boo
 // answer (obtained by a lookup started at answered, news if it brought
 // the name an address it did not hold) asks once more, and if so takes
 // the second look: it moves anchor past that lookup, so that only a later
-// one may deny.
-func (r *Resolver) secondLook(news bool, answered int64, taken *bool, anchor *int64) bool {
-	if *taken || !news {
+// one may deny. It is taken only while the query budget is at least half
+// full: under a flood of new names it would double their cost.
+func (r *Resolver) secondLook(news bool, answered, now int64, taken *bool, anchor *int64) bool {
+	if *taken || !news || !r.budget.roomy(now) {
 		return false
 	}
 	*taken = true
@@ -441,9 +454,12 @@ func (r *Resolver) Stats() Stats {
 		Errors:              errs,
 		Lookups:             s.lookups.Load(),
 		Queries:             s.queries.Load(),
+		TCPFallbacks:        s.tcpFallbacks.Load(),
 		QueryErrors:         s.queryErrors.Load(),
 		NegativeAnswers:     s.negAnswers.Load(),
 		Refreshes:           s.refreshes.Load(),
+		BudgetRefused:       s.budgetRefused.Load(),
+		BudgetWaits:         s.budgetWaits.Load(),
 		Evictions:           r.cache.evictions.Load(),
 		Names:               uint64(r.cache.len()),
 	}
@@ -470,6 +486,8 @@ func (f famResult) has(a netip.Addr) bool {
 // flight is one lookup of one name that any number of callers wait on.
 type flight struct {
 	started int64         // when the lookup started, on the cache's clock
+	class   atomic.Uint32 // the budget class its queries spend as; the refresher joining raises it
+	prepaid atomic.Int32  // queries paid for at launch (a verification's A and AAAA)
 	done    chan struct{} // closed when res is set
 	res     [2]famResult
 }
@@ -483,22 +501,33 @@ func (f *flight) wait(ctx context.Context) ([2]famResult, error) {
 	}
 }
 
-// launchLocked registers a lookup of name, releases fmu, and starts the
-// lookup in a goroutine of its own. The caller holds fmu and found no
-// flight for name.
+// launchLocked registers a lookup of name for class c, releases fmu, and
+// starts the lookup in a goroutine of its own. The caller holds fmu and
+// found no flight for name. A verification's lookup (c is not
+// classRefresh) pays for its A and AAAA queries first: when the budget
+// refuses them, launchLocked returns nil and starts nothing.
 //
 // The lookup does not run in the caller's goroutine, nor under its
 // context: others may join it, and every caller must be able to leave on
 // its own context without failing the rest. It runs under the Resolver's
 // context (ended by Close) and is bounded by len(Servers) × Timeout.
-func (r *Resolver) launchLocked(name string, now int64) *flight {
+func (r *Resolver) launchLocked(name string, now int64, c class) *flight {
 	f := &flight{started: now, done: make(chan struct{})}
+	f.class.Store(uint32(c))
 	if r.closed {
 		r.fmu.Unlock()
 		err := &LookupError{Name: name, Err: ErrClosed}
 		f.res = [2]famResult{{err: err}, {err: err}}
 		close(f.done)
 		return f
+	}
+	if c != classRefresh {
+		if ok, _ := r.budget.take(now, 2, c); !ok {
+			r.fmu.Unlock()
+			r.stats.budgetRefused.Add(1)
+			return nil
+		}
+		f.prepaid.Store(2)
 	}
 	r.flights[name] = f
 	r.cache.markAsked(name, now)
@@ -511,12 +540,12 @@ func (r *Resolver) launchLocked(name string, now int64) *flight {
 // fly runs the lookup of f, A and AAAA concurrently, records the result in
 // the cache, and releases the waiters.
 func (r *Resolver) fly(name string, f *flight) {
-	ctx := r.ctx
+	ctx := context.WithValue(r.ctx, meterKey{}, &meter{r: r, f: f})
 	var answers [2]answer
 	var errs [2]error
 	var wg sync.WaitGroup
-	wg.Go(func() { answers[famAAAA], errs[famAAAA] = r.lookupType(ctx, name, dns.TypeAAAA) })
-	answers[famA], errs[famA] = r.lookupType(ctx, name, dns.TypeA)
+	wg.Go(func() { answers[famAAAA], errs[famAAAA] = r.lookupType(ctx, f, name, dns.TypeAAAA) })
+	answers[famA], errs[famA] = r.lookupType(ctx, f, name, dns.TypeA)
 	wg.Wait()
 
 	_, pinned := (*r.watched.Load())[name]
@@ -539,16 +568,20 @@ func (r *Resolver) fly(name string, f *flight) {
 }
 
 // lookupType asks each server in turn for name's qtype records until one
-// gives a valid answer.
-func (r *Resolver) lookupType(ctx context.Context, name string, qtype uint16) (answer, error) {
+// gives a valid answer, or the budget refuses a query.
+func (r *Resolver) lookupType(ctx context.Context, f *flight, name string, qtype uint16) (answer, error) {
 	var errs []error
 	for _, server := range r.cfg.Servers {
-		a, err := r.ask(ctx, server, name, qtype)
+		a, err := r.ask(ctx, f, server, name, qtype)
 		if err == nil {
 			return a, nil
 		}
 		if ctx.Err() != nil { // Close, while this lookup was in flight
 			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrClosed, server, err))
+			break
+		}
+		if errors.Is(err, ErrBudget) { // the next server would cost the same
+			errs = append(errs, fmt.Errorf("%s: %w", server, err))
 			break
 		}
 		r.stats.queryErrors.Add(1)
@@ -557,12 +590,17 @@ func (r *Resolver) lookupType(ctx context.Context, name string, qtype uint16) (a
 	return answer{}, &LookupError{Name: name, Type: qtype, Err: errors.Join(errs...)}
 }
 
-// ask sends one query to one server and reads its answer.
-func (r *Resolver) ask(ctx context.Context, server, name string, qtype uint16) (answer, error) {
+// ask sends one query of f's lookup to one server, once the budget has
+// it, and reads its answer.
+func (r *Resolver) ask(ctx context.Context, f *flight, server, name string, qtype uint16) (answer, error) {
 	q := question{id: uint16(rand.Uint32()), name: name + ".", qtype: qtype}
 	query, err := q.pack()
 	if err != nil {
 		return answer{}, fmt.Errorf("%w: packing the query: %v", ErrMalformed, err)
+	}
+	// Before the timeout starts: it is the server's time, not the wait.
+	if err := r.spend(ctx, f, 1); err != nil {
+		return answer{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
@@ -577,7 +615,7 @@ func (r *Resolver) ask(ctx context.Context, server, name string, qtype uint16) (
 // transportError sorts an error from a Transport into ErrTimeout or
 // ErrUnreachable, keeping the original for the message.
 func transportError(err error) error {
-	if errors.Is(err, ErrMalformed) {
+	if errors.Is(err, ErrMalformed) || errors.Is(err, ErrBudget) {
 		return err
 	}
 	var ne net.Error

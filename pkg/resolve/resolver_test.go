@@ -680,6 +680,7 @@ func TestNewConfig(t *testing.T) {
 		{name: "MinTTL above MaxTTL", cfg: Config{MinTTL: time.Hour, MaxTTL: time.Minute}, want: "MinTTL 1h0m0s is above MaxTTL 1m0s"},
 		{name: "MinTTL above NegativeTTL", cfg: Config{MinTTL: time.Minute}, want: "is above NegativeTTL"},
 		{name: "NoGrace", cfg: Config{Grace: NoGrace}},
+		{name: "negative MaxQueriesPerSecond", cfg: Config{MaxQueriesPerSecond: -1}, want: "MaxQueriesPerSecond -1 is negative"},
 		{name: "negative Grace other than NoGrace", cfg: Config{Grace: -time.Second}, want: "Grace -1s is negative"},
 		{name: "Now without After", cfg: Config{Now: time.Now}, want: "set both Now and After"},
 		{name: "After without Now", cfg: Config{After: time.After}, want: "set both Now and After"},
