@@ -84,6 +84,12 @@ func TestNetTransportNetns(t *testing.T) {
 			dsts: []string{"203.0.113.10", "203.0.113.11", "203.0.113.10"}, want: Match, queries: 4,
 		},
 		{
+			// Per query: .10, then .11; the flow to .11 began after the
+			// first answer, so it is asked again.
+			name: "flipping answers over the wire", zone: func(s *dnstest.Server) { s.SetFlip(allowed, 60, 0, addrs("203.0.113.10", "203.0.113.11")...) },
+			dsts: []string{"203.0.113.10", "203.0.113.11"}, want: Match, queries: 4,
+		},
+		{
 			name: "caller cancels while the server is silent", zone: func(s *dnstest.Server) { s.SetDrop(true) },
 			dsts: []string{"203.0.113.10"}, cancel: 50 * time.Millisecond, wantErr: context.Canceled, queries: 2,
 		},

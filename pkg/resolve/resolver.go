@@ -76,7 +76,7 @@ type Stats struct {
 	Hits                uint64 // answered Match from the cache, no I/O
 	Graces              uint64 // answered Grace (always from the cache)
 	NegativeHits        uint64 // answered Mismatch from a cached NXDOMAIN/NODATA
-	Misses              uint64 // waited for a lookup (its own or one in flight)
+	Misses              uint64 // lookups waited for (its own or one in flight; a verification may wait for two)
 	SlotWaits           uint64 // waited for a name's query slot (RequeryInterval)
 	SecondLooks         uint64 // asked once more after an answer that was news (see VerifySince)
 	Matches             uint64 // returned Match
@@ -178,7 +178,8 @@ func (r *Resolver) Verify(ctx context.Context, name string, addr netip.Addr) (Ou
 //
 // A fresh cached address answers Match at once, without I/O or
 // allocation. An address within Config.Grace after its TTL answers Grace
-// at once too if the name has a fresh answer (which lacks it); if the
+// at once too if the name has a fresh answer for its family, positive
+// (which lacks it) or negative; if the
 // name's answers have all expired, it is looked up first, and the address
 // answers Match if the new answer has it, else Grace, also when the
 // lookup fails (the stale answer serves while the resolver fails, as in
@@ -205,10 +206,12 @@ func (r *Resolver) Verify(ctx context.Context, name string, addr netip.Addr) (Ou
 // (RFC 2308), and asking per flow would let random labels under an
 // allowed wildcard cost a lookup each time.
 //
-// A non-nil error means no decision could be made (reason dns-error):
-// the lookup for addr's family failed, ctx ended while waiting (for a
-// lookup or a slot), or name or addr is invalid. The Result's Outcome is
-// then Mismatch. An IPv4-mapped IPv6 addr is verified as IPv4; a zone is
+// A non-nil error means no decision could be made: the lookup for addr's
+// family failed, ctx ended while waiting (for a lookup or a slot), or
+// name or addr is invalid (reason dns-error); or, wrapping ErrBudget, the
+// query budget had no room for the lookup (reason limit): that fails at
+// once, it never waits for the budget. The Result's Outcome is then
+// Mismatch. An IPv4-mapped IPv6 addr is verified as IPv4; a zone is
 // ignored.
 func (r *Resolver) VerifySince(ctx context.Context, name string, addr netip.Addr, since time.Time) (Result, error) {
 	// The hit path: one clock read, one map lookup under a read lock, one
@@ -219,7 +222,7 @@ func (r *Resolver) VerifySince(ctx context.Context, name string, addr netip.Addr
 		now := r.now()
 		// An address in grace answers here only if the name has a fresh
 		// answer (that lacks it); an expired name is looked up first.
-		if v := r.cache.look(name, addr, now, true); v.cached == CachedFresh || v.cached == CachedGrace && v.famFresh {
+		if v := r.cache.look(name, addr, now, true); v.cached == CachedFresh || v.cached == CachedGrace && v.current() {
 			r.countHit(v.cached)
 			return v.result(now, false), nil
 		}
@@ -260,6 +263,10 @@ func (o Outcome) cached() Cached {
 	}
 	return CachedNone
 }
+
+// current reports whether the name has a fresh answer for addr's family,
+// positive or negative.
+func (v view) current() bool { return v.famFresh || v.negFresh }
 
 // result is the Result that v gives at now.
 func (v view) result(now int64, requeried bool) Result {
@@ -303,7 +310,7 @@ func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr,
 		r.fmu.Lock()
 		v := r.cache.look(n, addr, now, true)
 		switch {
-		case v.cached == CachedFresh, v.cached == CachedGrace && (v.famFresh || tried):
+		case v.cached == CachedFresh, v.cached == CachedGrace && (v.current() || tried):
 			r.fmu.Unlock()
 			return v.result(now, waited), !waited, nil
 		case v.cached == CachedNone && v.negFresh && !v.famFresh:

@@ -154,6 +154,17 @@ func TestVerifyScenarios(t *testing.T) {
 			},
 		},
 		{
+			// Its answers are NXDOMAIN now, cached: no lookup per flow.
+			name: "an address in grace of a name that went away: Grace from the negative cache",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 90 * time.Second, zone: func(s *dnstest.Server) { s.Remove(allowed); s.SetNegativeTTL(30) }, addr: "203.0.113.10", want: Grace, queries: 4},
+				{advance: 29 * time.Second, addr: "203.0.113.10", want: Grace, queries: 4},
+				{addr: "203.0.113.11", want: Mismatch, queries: 4},
+			},
+		},
+		{
 			name: "NXDOMAIN: a mismatch, cached for the SOA's TTL",
 			zone: func(s *dnstest.Server) { s.SetNegativeTTL(10) },
 			steps: []step{
