@@ -71,11 +71,12 @@ func (b *budget) fill(now int64) {
 		return
 	}
 	b.at = now
-	if d >= (b.size-b.level)/b.rate {
+	// Past the time it takes to fill, full; else d*rate cannot overflow.
+	if d > (b.size-b.level)/b.rate {
 		b.level = b.size
 		return
 	}
-	b.level += d * b.rate
+	b.level = min(b.size, b.level+d*b.rate)
 }
 
 // take spends n tokens for c at now if that leaves c's floor; otherwise
