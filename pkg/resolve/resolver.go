@@ -60,9 +60,11 @@ type Result struct {
 	// or in grace, both families, when decided.
 	Addrs int
 	// Requeried: the verification waited for a lookup (its own, or one
-	// in flight it joined) or for the name's query slot, because the
-	// cache lacked the destination and had no answer obtained since the
-	// flow began. False: decided from the cache alone.
+	// in flight it joined) or for the name's query slot: the cache lacked
+	// the destination and held no answer obtained since the flow began,
+	// or the answer that lacked it was news (a second look), or the
+	// destination was in grace and the name's answers had expired.
+	// False: decided from the cache alone.
 	Requeried bool
 }
 
@@ -83,7 +85,7 @@ type Stats struct {
 	Mismatches          uint64 // returned Mismatch without error
 	MismatchesRequeried uint64 // ... after waiting for a lookup made since the flow began
 	MismatchesCached    uint64 // ... from the cache: a negative answer, or one obtained since the flow began
-	Errors              uint64 // returned an error (reason dns-error)
+	Errors              uint64 // returned an error (reason dns-error; limit for ErrBudget, also in BudgetRefused)
 	Lookups             uint64 // name lookups started (each asks A and AAAA)
 	Queries             uint64 // DNS queries sent (per type, per server tried)
 	TCPFallbacks        uint64 // of those, asked again over TCP (NetTransport, on TC)
