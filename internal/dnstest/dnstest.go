@@ -6,6 +6,11 @@
 // them inside a network namespace, and in memory (Exchange, which makes a
 // Server a resolve.Transport). Both paths go through ServeDNS.
 //
+// SetFlip makes a name's answer change within its TTL, per query or per
+// period of the server's clock (SetClock), as a fleet of resolvers whose
+// caches disagree, or a load balancer that moves a name, looks to a
+// client that asks twice.
+//
 // Answers look like a recursive resolver's: CNAME chains in the zone are
 // followed and put in the answer section; an unknown name is NXDOMAIN and a
 // name without records of the asked type is NODATA, both with an SOA (owner
@@ -21,6 +26,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -33,7 +39,12 @@ type record struct {
 	ttl   uint32
 	addrs [2][]netip.Addr // [0] IPv4 (A), [1] IPv6 (AAAA)
 	cname string          // target, normalised; when set, addrs are empty
-	next  [2]int          // rotation offset per family
+	next  [2]int          // rotation offset per family; flips per query: queries so far
+	// flip: one address of the family at a time (SetFlip), the next one
+	// after every query (period 0) or every period since epoch.
+	flip   bool
+	period time.Duration
+	epoch  time.Time
 }
 
 // Server is a test DNS server. Its zero value is not usable; call New.
@@ -46,6 +57,7 @@ type Server struct {
 	truncUDP bool
 	rotate   int
 	negTTL   uint32
+	now      func() time.Time
 	queries  map[query]int
 	total    int
 
@@ -60,7 +72,19 @@ type query struct {
 
 // New returns a Server with an empty zone and a negative TTL of 5 seconds.
 func New() *Server {
-	return &Server{names: make(map[string]*record), queries: make(map[query]int), negTTL: 5}
+	return &Server{names: make(map[string]*record), queries: make(map[query]int), negTTL: 5, now: time.Now}
+}
+
+// SetClock sets the clock that flip periods (SetFlip) are read on, so that
+// a test on a fake clock decides when a name flips. nil: time.Now. Set it
+// before SetFlip, which reads it.
+func (s *Server) SetClock(now func() time.Time) {
+	if now == nil {
+		now = time.Now
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
 }
 
 // norm lowercases a name and drops its trailing dot.
@@ -70,6 +94,14 @@ func norm(name string) string { return strings.ToLower(strings.TrimSuffix(name, 
 // replacing whatever name had (a CNAME included). No addrs: the name
 // exists with no records (NODATA).
 func (s *Server) SetAddrs(name string, ttl uint32, addrs ...netip.Addr) {
+	r := newRecord(ttl, addrs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.names[norm(name)] = r
+}
+
+// newRecord sorts addrs by family into a record with ttl.
+func newRecord(ttl uint32, addrs []netip.Addr) *record {
 	r := &record{ttl: ttl}
 	for _, a := range addrs {
 		a = a.Unmap()
@@ -79,8 +111,22 @@ func (s *Server) SetAddrs(name string, ttl uint32, addrs ...netip.Addr) {
 		}
 		r.addrs[f] = append(r.addrs[f], a)
 	}
+	return r
+}
+
+// SetFlip makes name answer one address of each family at a time, taken
+// from addrs in turn, with ttl, replacing whatever name had. With period 0
+// the answer for a type moves to the next address after every answer of
+// that type (so each query sees what the one before did not); with
+// a period, it moves every period of the server's clock (SetClock) from
+// this call on, whoever asks. The first answer is the first address of
+// its family. The TTL is not shortened: a flip within the TTL is the
+// point. SetRotate does not apply to a flipping name.
+func (s *Server) SetFlip(name string, ttl uint32, period time.Duration, addrs ...netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	r := newRecord(ttl, addrs)
+	r.flip, r.period, r.epoch = true, period, s.now()
 	s.names[norm(name)] = r
 }
 
@@ -223,7 +269,8 @@ func (s *Server) answer(req *dns.Msg, udp bool) (m *dns.Msg, ok bool) {
 	return m, true
 }
 
-// pick returns the addresses of r that answer qtype, rotated when asked.
+// pick returns the addresses of r that answer qtype, rotated or flipped
+// when asked.
 // The caller holds mu.
 func (s *Server) pick(r *record, qtype uint16) []netip.Addr {
 	f := 0
@@ -235,6 +282,15 @@ func (s *Server) pick(r *record, qtype uint16) []netip.Addr {
 		return nil
 	}
 	all := r.addrs[f]
+	if r.flip && len(all) > 0 {
+		i := r.next[f]
+		if r.period > 0 {
+			i = int(max(s.now().Sub(r.epoch), 0) / r.period)
+		} else {
+			r.next[f]++
+		}
+		return all[i%len(all) : i%len(all)+1]
+	}
 	if s.rotate <= 0 || s.rotate >= len(all) {
 		return all
 	}
@@ -256,6 +312,37 @@ func (s *Server) soa() *dns.SOA {
 
 func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: dns.Fqdn(name), Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}
+
+// Lookup asks the server for name's qtype records in memory, as a client
+// resolving the name before it connects would: the query counts and
+// moves a flipping name like any other. It returns the addresses of the
+// answer, or an error when the server stays silent (SetDrop) or answers
+// with an rcode other than NOERROR.
+func (s *Server) Lookup(name string, qtype uint16) ([]netip.Addr, error) {
+	req := new(dns.Msg)
+	req.SetQuestion(dns.Fqdn(name), qtype)
+	m, ok := s.answer(req, false)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("dnstest: %s: no answer", name)
+	case m.Rcode != dns.RcodeSuccess:
+		return nil, fmt.Errorf("dnstest: %s: %s", name, dns.RcodeToString[m.Rcode])
+	}
+	var out []netip.Addr
+	for _, rr := range m.Answer {
+		var ip net.IP
+		switch rr := rr.(type) {
+		case *dns.A:
+			ip = rr.A
+		case *dns.AAAA:
+			ip = rr.AAAA
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, nil
 }
 
 // Exchange answers a packed query in memory, as a TCP server would (never

@@ -3,6 +3,7 @@ package dnstest
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,5 +139,148 @@ func TestDrop(t *testing.T) {
 func TestStartNeedsASocket(t *testing.T) {
 	if err := New().Start(nil, nil); err == nil {
 		t.Error("Start(nil, nil) = nil, want an error")
+	}
+}
+
+// TestFlip: a flipping name answers one address at a time, the next one
+// per query of its type, or per period of the server's clock.
+func TestFlip(t *testing.T) {
+	a := netip.MustParseAddr
+	const name = "flip.example.test"
+	rr := func(addr string) []string {
+		typ := "A"
+		if a(addr).Is6() {
+			typ = "AAAA"
+		}
+		return []string{"NOERROR", name + ".\t30\tIN\t" + typ + "\t" + addr}
+	}
+	// One query: advance the clock, then ask.
+	type ask1 struct {
+		advance time.Duration
+		qtype   uint16
+		want    string
+	}
+	tests := []struct {
+		name   string
+		period time.Duration
+		addrs  []string
+		asks   []ask1
+	}{
+		{
+			name: "per query, each type on its own", addrs: []string{"203.0.113.1", "203.0.113.2", "2001:db8::1", "2001:db8::2"},
+			asks: []ask1{
+				{qtype: dns.TypeA, want: "203.0.113.1"},
+				{qtype: dns.TypeA, want: "203.0.113.2"},
+				{qtype: dns.TypeAAAA, want: "2001:db8::1"},
+				{qtype: dns.TypeA, want: "203.0.113.1"},
+				{advance: time.Hour, qtype: dns.TypeA, want: "203.0.113.2"}, // time does not matter
+				{qtype: dns.TypeAAAA, want: "2001:db8::2"},
+			},
+		},
+		{
+			name: "per period, at its boundaries", period: 10 * time.Second, addrs: []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"},
+			asks: []ask1{
+				{qtype: dns.TypeA, want: "203.0.113.1"},
+				{qtype: dns.TypeA, want: "203.0.113.1"}, // queries do not matter
+				{advance: 10*time.Second - time.Nanosecond, qtype: dns.TypeA, want: "203.0.113.1"},
+				{advance: time.Nanosecond, qtype: dns.TypeA, want: "203.0.113.2"},
+				{advance: 10 * time.Second, qtype: dns.TypeA, want: "203.0.113.3"},
+				{advance: 10 * time.Second, qtype: dns.TypeA, want: "203.0.113.1"},
+				{advance: 25 * time.Second, qtype: dns.TypeA, want: "203.0.113.3"},
+			},
+		},
+		{
+			name: "one address: never flips", addrs: []string{"203.0.113.1"},
+			asks: []ask1{{qtype: dns.TypeA, want: "203.0.113.1"}, {qtype: dns.TypeA, want: "203.0.113.1"}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New()
+			now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+			s.SetClock(func() time.Time { return now })
+			var as []netip.Addr
+			for _, x := range tc.addrs {
+				as = append(as, a(x))
+			}
+			s.SetRotate(2) // ignored for a flipping name
+			s.SetFlip(name, 30, tc.period, as...)
+			for i, q := range tc.asks {
+				now = now.Add(q.advance)
+				if diff := cmp.Diff(rr(q.want), ask(t, s, name, q.qtype)); diff != "" {
+					t.Errorf("query %d: reply (-want +got):\n%s", i, diff)
+				}
+			}
+		})
+	}
+}
+
+// TestFlipCNAME: a CNAME to a flipping name flips with it, and a flipping
+// name without addresses of a type is NODATA for it.
+func TestFlipCNAME(t *testing.T) {
+	s := New()
+	s.SetFlip("flip.example.test", 30, 0, netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2"))
+	s.SetCNAME("alias.example.test", "flip.example.test", 60)
+	want := [][]string{
+		{"NOERROR", "alias.example.test.\t60\tIN\tCNAME\tflip.example.test.", "flip.example.test.\t30\tIN\tA\t203.0.113.1"},
+		{"NOERROR", "flip.example.test.\t30\tIN\tA\t203.0.113.2"},
+		{"NOERROR", "alias.example.test.\t60\tIN\tCNAME\tflip.example.test.", "flip.example.test.\t30\tIN\tA\t203.0.113.1"},
+	}
+	got := [][]string{
+		ask(t, s, "alias.example.test", dns.TypeA),
+		ask(t, s, "flip.example.test", dns.TypeA),
+		ask(t, s, "alias.example.test", dns.TypeA),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("replies (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"NOERROR", "SOA"}, ask(t, s, "flip.example.test", dns.TypeAAAA)); diff != "" {
+		t.Errorf("AAAA of an IPv4-only flipping name (-want +got):\n%s", diff)
+	}
+}
+
+func TestLookup(t *testing.T) {
+	a := netip.MustParseAddr
+	s := New()
+	s.SetAddrs("www.example.test", 60, a("203.0.113.1"), a("2001:db8::1"))
+	s.SetCNAME("alias.example.test", "www.example.test", 30)
+	s.SetFlip("flip.example.test", 30, 0, a("203.0.113.1"), a("203.0.113.2"))
+	tests := []struct {
+		name    string
+		edit    func(*Server)
+		qname   string
+		qtype   uint16
+		want    []netip.Addr
+		wantErr string
+	}{
+		{name: "A", qname: "www.example.test", qtype: dns.TypeA, want: []netip.Addr{a("203.0.113.1")}},
+		{name: "AAAA through a CNAME", qname: "alias.example.test", qtype: dns.TypeAAAA, want: []netip.Addr{a("2001:db8::1")}},
+		{name: "flips like any query", qname: "flip.example.test", qtype: dns.TypeA, want: []netip.Addr{a("203.0.113.2")}},
+		{name: "NODATA", qname: "www.example.test", qtype: dns.TypeMX},
+		{name: "NXDOMAIN", qname: "nope.example.test", qtype: dns.TypeA, wantErr: "NXDOMAIN"},
+		{name: "silent", edit: func(s *Server) { s.SetDrop(true) }, qname: "www.example.test", qtype: dns.TypeA, wantErr: "no answer"},
+	}
+	if _, err := s.Lookup("flip.example.test", dns.TypeA); err != nil { // the flip's first answer
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.edit != nil {
+				tc.edit(s)
+			}
+			got, err := s.Lookup(tc.qname, tc.qtype)
+			switch {
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("Lookup error = %v, want one containing %q", err, tc.wantErr)
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("Lookup: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+				t.Errorf("Lookup (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if n := s.Queries("www.example.test", dns.TypeA); n != 2 {
+		t.Errorf("Queries = %d, want 2 (Lookups count)", n)
 	}
 }

@@ -27,7 +27,7 @@ var hitCases = []hitCase{
 // with c.addrs addresses, and the destination to verify.
 func hitEnv(tb testing.TB, c hitCase) (*Resolver, netip.Addr) {
 	tb.Helper()
-	e := newEnv(tb, func(cfg *Config) { cfg.Now = nil })
+	e := newEnv(tb, func(cfg *Config) { cfg.Now, cfg.After = nil, nil })
 	as := make([]netip.Addr, c.addrs)
 	for i := range as {
 		if c.v6 {
@@ -75,6 +75,16 @@ func BenchmarkVerifyHit(b *testing.B) {
 			}
 		}
 	})
+	b.Run("ipv4/2addrs/since", func(b *testing.B) {
+		r, dst := hitEnv(b, hitCases[0])
+		since := time.Now()
+		b.ReportAllocs()
+		for range b.N {
+			if res, err := r.VerifySince(ctx, allowed, dst, since); res.Outcome != Match || err != nil {
+				b.Fatalf("VerifySince = %+v, %v", res, err)
+			}
+		}
+	})
 	b.Run("contains", func(b *testing.B) {
 		r, dst := hitEnv(b, hitCases[0])
 		b.ReportAllocs()
@@ -98,7 +108,33 @@ func BenchmarkVerifyHit(b *testing.B) {
 	})
 }
 
-// TestVerifyHitAllocs backs the benchmark's zero: a cache hit does not
+// BenchmarkCached is the engine's non-blocking check on a hit, fresh and
+// in grace: the cost a flow pays before any verification.
+func BenchmarkCached(b *testing.B) {
+	for _, c := range hitCases {
+		b.Run(c.name, func(b *testing.B) {
+			r, dst := hitEnv(b, c)
+			b.ReportAllocs()
+			for range b.N {
+				if r.Cached(allowed, dst) != CachedFresh {
+					b.Fatal("not fresh")
+				}
+			}
+		})
+	}
+	b.Run("ipv4/2addrs/grace", func(b *testing.B) {
+		r, dst := hitEnv(b, hitCases[0])
+		r.base = r.base.Add(-time.Hour - time.Second) // the TTL ended a second ago
+		b.ReportAllocs()
+		for range b.N {
+			if r.Cached(allowed, dst) != CachedGrace {
+				b.Fatal("not in grace")
+			}
+		}
+	})
+}
+
+// TestVerifyHitAllocs backs the benchmarks' zero: a cache hit does not
 // allocate.
 func TestVerifyHitAllocs(t *testing.T) {
 	ctx := context.Background()
@@ -107,6 +143,13 @@ func TestVerifyHitAllocs(t *testing.T) {
 			r, dst := hitEnv(t, c)
 			if n := testing.AllocsPerRun(1000, func() { _, _ = r.Verify(ctx, allowed, dst) }); n != 0 {
 				t.Errorf("Verify on a hit: %v allocs, want 0", n)
+			}
+			since := time.Now()
+			if n := testing.AllocsPerRun(1000, func() { _, _ = r.VerifySince(ctx, allowed, dst, since) }); n != 0 {
+				t.Errorf("VerifySince on a hit: %v allocs, want 0", n)
+			}
+			if n := testing.AllocsPerRun(1000, func() { r.Cached(allowed, dst) }); n != 0 {
+				t.Errorf("Cached on a hit: %v allocs, want 0", n)
 			}
 			if n := testing.AllocsPerRun(1000, func() { r.Contains(allowed, dst) }); n != 0 {
 				t.Errorf("Contains on a hit: %v allocs, want 0", n)
@@ -120,7 +163,7 @@ func TestVerifyHitAllocs(t *testing.T) {
 func BenchmarkCacheMemory(b *testing.B) {
 	const names = 100_000
 	for range b.N {
-		c := newCache(names, DefaultMaxAddrs)
+		c := newCache(names, DefaultMaxAddrs, DefaultGrace)
 		keys := make([]string, names)
 		for i := range keys {
 			keys[i] = fmt.Sprintf("host-%06d.example.test", i)

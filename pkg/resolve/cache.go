@@ -1,11 +1,14 @@
 package resolve
 
 import (
+	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxCacheMax keeps entry indexes within an int32.
@@ -24,7 +27,37 @@ func family(a netip.Addr) int {
 	return famAAAA
 }
 
-// cachedAddr is one address seen in an answer for a name, valid until exp.
+// Cached is what the cache alone says of an address of a name.
+type Cached uint8
+
+const (
+	// CachedNone: not among the name's cached addresses, or past its
+	// grace. The zero value.
+	CachedNone Cached = iota
+	// CachedFresh: within the TTL of an answer that carried it.
+	CachedFresh
+	// CachedGrace: that TTL has ended, the grace after it (Config.Grace)
+	// has not.
+	CachedGrace
+)
+
+func (c Cached) String() string {
+	switch c {
+	case CachedNone:
+		return "none"
+	case CachedFresh:
+		return "fresh"
+	case CachedGrace:
+		return "grace"
+	}
+	return fmt.Sprintf("unknown(%d)", uint8(c))
+}
+
+// noAnswer is entry.answered for a family that has none.
+const noAnswer = math.MinInt64
+
+// cachedAddr is one address seen in an answer for a name, fresh until exp
+// and in grace until exp plus the cache's grace.
 //
 // Times in the cache are nanoseconds since the Resolver's base time, read
 // from Config.Now with its monotonic clock: int64 compares are cheaper and
@@ -39,13 +72,22 @@ type cachedAddr struct {
 type entry struct {
 	name string
 	// addrs is the union of the addresses seen in answers for name, each
-	// until its own expiry: a round-robin name rotates through its
-	// addresses, and a client may connect to any one it was given while
-	// that answer's TTL lasts. Expired ones are pruned on the next merge.
+	// until its own expiry and grace: a round-robin name rotates through
+	// its addresses, and a client may connect to any one it was given
+	// while that answer's TTL lasts (and a while after, see
+	// Config.Grace). Addresses past their grace are pruned on the next
+	// merge.
 	addrs []cachedAddr
 	// neg[f] is when a negative answer (NXDOMAIN or NODATA) for family f
 	// stops being valid; 0 when there is none.
 	neg [2]int64
+	// answered[f] is when the lookup whose answer for family f was
+	// merged last started (noAnswer: none yet). A verification whose flow
+	// began after it must ask again before it may deny.
+	answered [2]int64
+	// news[f]: that answer carried an address the name did not hold
+	// (fresh or in grace); see VerifySince on asking once more.
+	news [2]bool
 	// asked is when the last lookup of name started (RequeryInterval).
 	asked int64
 	// ref is the CLOCK reference bit: set by readers (under the read
@@ -55,23 +97,25 @@ type entry struct {
 	pinned bool
 }
 
-// fresh reports whether e holds a valid address or negative answer for fam.
-func (e *entry) fresh(fam int, now int64) (addrs, neg bool) {
-	for _, a := range e.addrs {
-		if a.exp > now && family(a.addr) == fam {
-			addrs = true
-			break
-		}
+// standing says whether a is fresh, in grace or gone at now.
+func (c *cache) standing(a cachedAddr, now int64) Cached {
+	switch {
+	case a.exp > now:
+		return CachedFresh
+	case a.exp > now-c.grace:
+		return CachedGrace
 	}
-	return addrs, e.neg[fam] > now
+	return CachedNone
 }
 
-func (e *entry) expired(now int64) bool {
+// expired reports whether nothing of e is valid at now: no negative
+// answer, no address fresh or in grace.
+func (c *cache) expired(e *entry, now int64) bool {
 	if e.neg[famA] > now || e.neg[famAAAA] > now {
 		return false
 	}
 	for _, a := range e.addrs {
-		if a.exp > now {
+		if c.standing(a, now) != CachedNone {
 			return false
 		}
 	}
@@ -91,52 +135,96 @@ type cache struct {
 	hand     int
 	max      int
 	maxAddrs int
+	grace    int64 // Config.Grace in ns; 0 when off
 
 	evictions atomic.Uint64
 }
 
-func newCache(maxNames, maxAddrs int) *cache {
-	return &cache{idx: make(map[string]int32), max: maxNames, maxAddrs: maxAddrs}
+func newCache(maxNames, maxAddrs int, grace time.Duration) *cache {
+	return &cache{idx: make(map[string]int32), max: maxNames, maxAddrs: maxAddrs, grace: int64(max(grace, 0))}
 }
 
-// has reports whether addr is a fresh address of name. It does not
-// allocate; it is the cost of Verify on a cache hit.
-func (c *cache) has(name string, addr netip.Addr, now int64) bool {
+// cached says whether addr is a fresh or in-grace address of name. It
+// does not allocate: it is the engine's non-blocking check.
+func (c *cache) cached(name string, addr netip.Addr, now int64) Cached {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	i, ok := c.idx[name]
 	if !ok {
-		return false
+		return CachedNone
 	}
 	e := &c.ents[i]
 	for _, a := range e.addrs {
-		if a.addr == addr && a.exp > now {
-			if !e.ref.Load() {
+		if a.addr == addr {
+			st := c.standing(a, now)
+			if st != CachedNone && !e.ref.Load() {
 				e.ref.Store(true)
 			}
-			return true
+			return st
 		}
 	}
-	return false
+	return CachedNone
 }
 
-// entryState is what Verify needs to know about a name it missed.
-type entryState struct {
-	famFresh bool  // a fresh address of the destination's family is cached
-	negFresh bool  // a fresh negative answer for that family is cached
-	asked    int64 // when the last lookup started; valid iff famFresh
+// view is what a verification reads of a name at one moment.
+type view struct {
+	cached   Cached // addr's standing
+	held     int    // addresses held for the name, fresh or in grace
+	famFresh bool   // a fresh address of addr's family is held
+	negFresh bool   // a fresh negative answer for addr's family is held
+	answered int64  // entry.answered for addr's family; noAnswer when none
+	news     bool   // entry.news for addr's family
+	asked    int64  // entry.asked
 }
 
-func (c *cache) state(name string, fam int, now int64) entryState {
+// look returns the view of name for addr at now, in one pass and without
+// allocating (Verify's hit path). touch: a cached addr is a use of the
+// name (the CLOCK reference bit), as it is when a verification is
+// answered from the cache.
+func (c *cache) look(name string, addr netip.Addr, now int64, touch bool) view {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	i, ok := c.idx[name]
 	if !ok {
-		return entryState{}
+		return view{answered: noAnswer}
 	}
 	e := &c.ents[i]
-	addrs, neg := e.fresh(fam, now)
-	return entryState{famFresh: addrs, negFresh: neg, asked: e.asked}
+	// standing, unrolled, on locals (a view is too large to stay in
+	// registers): this loop is the hit's cost per address. A fresh addr
+	// is a fresh address of its family; only a miss or grace needs the
+	// second pass.
+	gone := now - c.grace
+	held, found := 0, -1
+	for j := range e.addrs {
+		a := &e.addrs[j]
+		if a.exp > gone {
+			held++
+			if a.addr == addr {
+				found = j
+			}
+		}
+	}
+	st, famFresh := CachedNone, false
+	if found >= 0 {
+		st = CachedGrace
+		if e.addrs[found].exp > now {
+			st, famFresh = CachedFresh, true
+		}
+	}
+	if !famFresh {
+		is4 := addr.Is4()
+		for j := range e.addrs {
+			if a := &e.addrs[j]; a.exp > now && a.addr.Is4() == is4 {
+				famFresh = true
+				break
+			}
+		}
+	}
+	if touch && st != CachedNone && !e.ref.Load() {
+		e.ref.Store(true)
+	}
+	fam := family(addr)
+	return view{cached: st, held: held, famFresh: famFresh, negFresh: e.neg[fam] > now, answered: e.answered[fam], news: e.news[fam], asked: e.asked}
 }
 
 // markAsked records that a lookup of name starts now, if name is cached.
@@ -148,39 +236,47 @@ func (c *cache) markAsked(name string, now int64) {
 	}
 }
 
-// merge records a successful answer for one family of name: its addresses
-// join the union (negExp is ignored), or, when addrs is empty, the family
-// is negative until negExp. asked is when the lookup started.
-func (c *cache) merge(name string, fam int, addrs []cachedAddr, negExp, asked, now int64, pinned bool) {
+// merge records a successful answer for one family of name, from a lookup
+// that started at started: its addresses join the union (negExp is
+// ignored), or, when addrs is empty, the family is negative until negExp.
+// news reports an address that the name did not hold, fresh or in grace.
+func (c *cache) merge(name string, fam int, addrs []cachedAddr, negExp, started, now int64, pinned bool) (news bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.lookupOrInsert(name, now, pinned)
-	e.asked = max(e.asked, asked)
-	e.addrs = slices.DeleteFunc(e.addrs, func(a cachedAddr) bool { return a.exp <= now })
+	e.asked = max(e.asked, started)
+	e.answered[fam] = max(e.answered[fam], started)
+	e.addrs = slices.DeleteFunc(e.addrs, func(a cachedAddr) bool { return c.standing(a, now) == CachedNone })
+	defer func() { e.news[fam] = news }()
 	if len(addrs) == 0 {
 		e.neg[fam] = negExp
-		return
+		return false
 	}
 	e.neg[fam] = 0
 	e.addrs = slices.Grow(e.addrs, min(len(addrs), c.maxAddrs-len(e.addrs)))
 	for _, a := range addrs {
-		c.add(e, a)
+		if c.add(e, a) {
+			news = true
+		}
 	}
+	return news
 }
 
 // add puts a into e's union, or extends the expiry of an address already
-// there. When e is full the soonest-expiring address makes room, unless a
-// expires sooner still: what is kept is what stays valid longest.
-func (c *cache) add(e *entry, a cachedAddr) {
+// there, and reports whether a was new. When e is full the address that
+// expires soonest makes room (one in grace first, as its TTL has ended),
+// unless a expires sooner still: what is kept is what stays valid
+// longest.
+func (c *cache) add(e *entry, a cachedAddr) (added bool) {
 	for i := range e.addrs {
 		if e.addrs[i].addr == a.addr {
 			e.addrs[i].exp = max(e.addrs[i].exp, a.exp)
-			return
+			return false
 		}
 	}
 	if len(e.addrs) < c.maxAddrs {
 		e.addrs = append(e.addrs, a)
-		return
+		return true
 	}
 	soonest := 0
 	for i := range e.addrs {
@@ -191,6 +287,7 @@ func (c *cache) add(e *entry, a cachedAddr) {
 	if a.exp > e.addrs[soonest].exp {
 		e.addrs[soonest] = a
 	}
+	return true
 }
 
 // lookupOrInsert returns name's entry, making one (and evicting another
@@ -218,6 +315,8 @@ func (c *cache) lookupOrInsert(name string, now int64, pinned bool) *entry {
 	e.name = name
 	e.addrs = e.addrs[:0]
 	e.neg = [2]int64{}
+	e.answered = [2]int64{noAnswer, noAnswer}
+	e.news = [2]bool{}
 	e.asked = 0
 	e.ref.Store(false)
 	e.pinned = pinned
@@ -226,7 +325,7 @@ func (c *cache) lookupOrInsert(name string, now int64, pinned bool) *entry {
 }
 
 // victim picks the entry to evict: the first the hand reaches that has
-// fully expired, or else is neither pinned nor referenced since the hand
+// fully expired (grace included), or else is neither pinned nor referenced since the hand
 // last passed (CLOCK, second chance). Two turns of the hand clear every
 // reference bit; if everything is pinned (more watched names than
 // CacheMax), the entry under the hand goes.
@@ -238,7 +337,7 @@ func (c *cache) victim(now int64) int {
 		e := &c.ents[i]
 		switch {
 		case e.pinned:
-		case e.expired(now):
+		case c.expired(e, now):
 			return i
 		case e.ref.Swap(false):
 		default:

@@ -34,7 +34,7 @@ func TestCacheBound(t *testing.T) {
 			evicted: []int{2},
 		},
 		{
-			name: "an expired name goes before unreferenced ones",
+			name: "an expired name (grace included) goes before unreferenced ones",
 			ttl:  map[int]uint32{3: 10},
 			steps: func(e *testEnv) {
 				for i := 1; i <= 3; i++ {
@@ -43,11 +43,29 @@ func TestCacheBound(t *testing.T) {
 				for i := 1; i <= 3; i++ {
 					e.verify(t, name(i), "203.0.113.10") // all referenced
 				}
-				e.clk.Advance(10 * time.Second)
+				e.clk.Advance(10*time.Second + DefaultGrace)
 				e.verify(t, name(4), "203.0.113.10")
 			},
 			kept:    []int{1, 2, 4},
 			evicted: []int{3},
+		},
+		{
+			// In grace is not expired: CLOCK decides, and every name was
+			// referenced, so the hand's first goes.
+			name: "a name in grace is not expired",
+			ttl:  map[int]uint32{3: 10},
+			steps: func(e *testEnv) {
+				for i := 1; i <= 3; i++ {
+					e.verify(t, name(i), "203.0.113.10")
+				}
+				for i := 1; i <= 3; i++ {
+					e.verify(t, name(i), "203.0.113.10")
+				}
+				e.clk.Advance(10 * time.Second)
+				e.verify(t, name(4), "203.0.113.10")
+			},
+			kept:    []int{2, 3, 4},
+			evicted: []int{1},
 		},
 		{
 			name:  "watched names stay",
@@ -131,11 +149,12 @@ func TestCacheAddDirect(t *testing.T) {
 		{name: "seen again, later", have: []cachedAddr{a("192.0.2.1", 10)}, add: a("192.0.2.1", 20), want: []cachedAddr{a("192.0.2.1", 20)}},
 		{name: "seen again, earlier", have: []cachedAddr{a("192.0.2.1", 10)}, add: a("192.0.2.1", 5), want: []cachedAddr{a("192.0.2.1", 10)}},
 		{name: "full: replaces the soonest", have: []cachedAddr{a("192.0.2.1", 10), a("192.0.2.2", 7), a("192.0.2.3", 9)}, add: a("192.0.2.4", 8), want: []cachedAddr{a("192.0.2.1", 10), a("192.0.2.4", 8), a("192.0.2.3", 9)}},
+		{name: "full: an address in grace (the soonest) makes room", have: []cachedAddr{a("192.0.2.1", -5), a("192.0.2.2", 7), a("192.0.2.3", 9)}, add: a("192.0.2.4", 8), want: []cachedAddr{a("192.0.2.4", 8), a("192.0.2.2", 7), a("192.0.2.3", 9)}},
 		{name: "full: refuses one sooner than all", have: []cachedAddr{a("192.0.2.1", 10), a("192.0.2.2", 7), a("192.0.2.3", 9)}, add: a("192.0.2.4", 6), want: []cachedAddr{a("192.0.2.1", 10), a("192.0.2.2", 7), a("192.0.2.3", 9)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCache(10, 3)
+			c := newCache(10, 3, 0)
 			e := &entry{addrs: append([]cachedAddr(nil), tc.have...)}
 			c.add(e, tc.add)
 			if len(e.addrs) != len(tc.want) {
@@ -148,5 +167,43 @@ func TestCacheAddDirect(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCacheGraceKept: merges prune an address only once its grace has
+// ended, and until then it is what Cached reports.
+func TestCacheGraceKept(t *testing.T) {
+	a := func(s string, exp int64) cachedAddr { return cachedAddr{addr: netip.MustParseAddr(s), exp: exp} }
+	c := newCache(10, 3, 100)
+	const name = "n.example.test"
+	steps := []struct {
+		now   int64
+		merge []cachedAddr
+		want  map[string]Cached
+		held  int
+	}{
+		{now: 0, merge: []cachedAddr{a("192.0.2.1", 10)}, want: map[string]Cached{"192.0.2.1": CachedFresh}, held: 1},
+		{now: 50, merge: []cachedAddr{a("192.0.2.2", 60)}, want: map[string]Cached{"192.0.2.1": CachedGrace, "192.0.2.2": CachedFresh}, held: 2},
+		{now: 109, want: map[string]Cached{"192.0.2.1": CachedGrace, "192.0.2.2": CachedGrace}, held: 2},
+		{now: 110, want: map[string]Cached{"192.0.2.1": CachedNone, "192.0.2.2": CachedGrace}, held: 1},
+		{now: 150, merge: []cachedAddr{a("192.0.2.3", 200)}, want: map[string]Cached{"192.0.2.1": CachedNone, "192.0.2.2": CachedGrace, "192.0.2.3": CachedFresh}, held: 2},
+	}
+	for _, s := range steps {
+		if s.merge != nil {
+			c.merge(name, famA, s.merge, 0, s.now, s.now, false)
+		}
+		for addr, want := range s.want {
+			if got := c.cached(name, netip.MustParseAddr(addr), s.now); got != want {
+				t.Errorf("t=%d: cached(%s) = %v, want %v", s.now, addr, got, want)
+			}
+		}
+		if v := c.look(name, netip.MustParseAddr("192.0.2.9"), s.now, false); v.held != s.held {
+			t.Errorf("t=%d: %d addresses held, want %d", s.now, v.held, s.held)
+		}
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if n := len(c.ents[c.idx[name]].addrs); n != 2 {
+		t.Errorf("%d addresses stored after the last merge, want 2 (the one past its grace pruned)", n)
 	}
 }

@@ -4,28 +4,46 @@
 // A name read from a flow (TLS or QUIC SNI, HTTP Host) is chosen by the
 // client, so it proves nothing about where the flow goes: a compromised host
 // can send "SNI: allowed.example.com" to its own server. The engine trusts
-// such a name only when Verify says the flow's destination is among the
-// name's A or AAAA answers (design.md, "Security properties").
+// such a name only when VerifySince says the flow's destination is among
+// the name's A or AAAA answers (design.md, "Security properties"), or was
+// less than Config.Grace ago.
 //
 // What it does:
-//   - Verify(name, addr) answers Match or Mismatch, or an error that the
-//     engine logs as reason dns-error (resolver unreachable, timeout,
-//     SERVFAIL, a garbled or truncated answer). A cached address is answered
-//     without I/O and without allocating.
+//   - VerifySince(name, addr, since) answers Match, Grace or Mismatch, or an
+//     error that the engine logs as reason dns-error (resolver
+//     unreachable, timeout, SERVFAIL, a garbled or truncated answer), or
+//     ErrBudget, which it logs as reason limit. A fresh cached address is
+//     answered without
+//     I/O and without allocating. Its Result says what the answer was
+//     decided on: the age of the newest answer, the addresses held,
+//     whether it asked again.
+//   - A mismatch is decided only on an answer obtained since the flow's
+//     first packet (since): the client resolved before it connected, so
+//     an older answer of egressd's may not have what the client was
+//     given. An older one is asked again, waiting for the name's query
+//     slot (one lookup per name per Config.RequeryInterval, shared by
+//     every flow waiting for it) within the caller's context, so an
+//     attacker sending an allowed name to many wrong addresses cannot
+//     turn each flow into a query. An answer that flipped (brought an
+//     address the name did not hold) is asked once more.
 //   - The cache keeps every address it has seen for a name until that
 //     answer's TTL expires, so a client that got a different subset of a
-//     rotating answer still verifies. It is bounded in names (CLOCK
-//     eviction) and in addresses per name.
+//     rotating answer still verifies, and for Config.Grace after it,
+//     answered as Grace, for clients that keep answers past their TTL. It
+//     is bounded in names (CLOCK eviction) and in addresses per name.
 //   - One lookup per name is in flight at a time, however many flows wait
-//     on it. A name whose cached answers lack the address is asked again at
-//     most once per Config.RequeryInterval, so an attacker sending an
-//     allowed name to many wrong addresses cannot turn each flow into a
-//     query.
+//     on it.
+//   - Every packet sent counts against a query budget
+//     (Config.MaxQueriesPerSecond) under the VPC resolver's limit per
+//     network interface. A verification that finds no room fails at once
+//     with ErrBudget (reason limit); the refresh of watched names has
+//     room kept for it and waits for what refills.
 //   - NXDOMAIN and NODATA are answers, not errors: they verify nothing
-//     (Mismatch) and are cached negatively (RFC 2308).
+//     (Mismatch) and are cached negatively (RFC 2308), so random labels
+//     under an allowed wildcard cost one lookup each, not one per flow.
 //   - Watch and Run keep a set of names resolved ahead of need, for rules
-//     whose domains match by address on ports that carry no name; Contains
-//     answers from the cache alone and never blocks.
+//     whose domains match by address on ports that carry no name; Cached
+//     (and Contains) answers from the cache alone and never blocks.
 //   - Lookups run in goroutines the Resolver owns, so every caller can
 //     leave on its own context; Close ends them and waits.
 //

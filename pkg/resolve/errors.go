@@ -8,7 +8,8 @@ import (
 )
 
 // Sentinel errors. Every error Verify returns means the decision log's
-// reason dns-error; these say why. Match them with errors.Is.
+// reason dns-error, except ErrBudget (reason limit); these say why. Match
+// them with errors.Is.
 var (
 	// ErrTimeout: no answer from a server within Config.Timeout.
 	ErrTimeout = errors.New("timeout")
@@ -34,6 +35,11 @@ var (
 	ErrInvalidAddr = errors.New("invalid address")
 	// ErrClosed: the lookup was cut short or refused by Resolver.Close.
 	ErrClosed = errors.New("resolver closed")
+	// ErrBudget: the query budget (Config.MaxQueriesPerSecond) had no
+	// room for the verification's lookup or one of its queries. Unlike
+	// the others it is not the resolver's failure but a limit of
+	// egressd's: the engine denies the flow with reason limit.
+	ErrBudget = errors.New("query budget exhausted")
 )
 
 // LookupError is a failed lookup of one name and type, after every

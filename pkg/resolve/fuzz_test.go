@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -122,4 +123,141 @@ func referenceAddrs(resp []byte, q question) (map[netip.Addr]bool, bool) {
 		}
 	}
 	return out, true
+}
+
+// FuzzCache runs a sequence of merges, clock steps and lookups, three
+// bytes each, against a model of the cache: every address valid until
+// the latest expiry any answer gave it, fresh until then and in grace for
+// grace after (no name or address limit is reached).
+//
+// Properties: cached and look agree with the model on the address's
+// standing, the addresses held and whether its family has a fresh one;
+// merge reports news exactly when the answer carried an address the model
+// did not hold.
+func FuzzCache(f *testing.F) {
+	// An answer, its TTL's end, its grace's end, another answer.
+	f.Add([]byte{1, 0, 0x14, 2, 0, 0, 0, 20, 0, 2, 0, 0, 0, 100, 0, 2, 0, 0, 1, 1, 0x08})
+	// Two names, four addresses, IPv6 among them.
+	f.Add([]byte{1, 0, 0x41, 1, 5, 0x42, 1, 6, 0x43, 2, 5, 1, 2, 6, 2, 0, 3, 0, 2, 6, 3})
+	f.Add([]byte{})
+	const grace = 60
+	sec := int64(time.Second)
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		c := newCache(16, 64, grace*time.Second)
+		names := [4]string{"a.test", "b.test", "c.test", "d.test"}
+		addr := func(i byte) netip.Addr {
+			if i%8 >= 6 {
+				return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: i % 8})
+			}
+			return netip.AddrFrom4([4]byte{192, 0, 2, i % 8})
+		}
+		model := map[string]map[netip.Addr]int64{}
+		var now int64
+		standing := func(exp int64) Cached { // of an address the model holds
+			switch {
+			case exp > now:
+				return CachedFresh
+			case exp > now-grace*sec:
+				return CachedGrace
+			}
+			return CachedNone
+		}
+		for len(ops) >= 3 {
+			op, a, b := ops[0], ops[1], ops[2]
+			ops = ops[3:]
+			name := names[b%4]
+			switch op % 3 {
+			case 0:
+				now += int64(a) * sec
+			case 1:
+				x := addr(a)
+				ca := cachedAddr{addr: x, exp: now + int64(b>>2)*sec + sec}
+				old, seen := model[name][x]
+				wantNews := !seen || standing(old) == CachedNone
+				if model[name] == nil {
+					model[name] = map[netip.Addr]int64{}
+				}
+				model[name][x] = max(model[name][x], ca.exp)
+				if news := c.merge(name, family(x), []cachedAddr{ca}, 0, now, now, false); news != wantNews {
+					t.Fatalf("t=%d: merge(%s, %v) news = %t, want %t", now, name, x, news, wantNews)
+				}
+			case 2:
+				x := addr(a)
+				want := CachedNone
+				if exp, ok := model[name][x]; ok {
+					want = standing(exp)
+				}
+				if got := c.cached(name, x, now); got != want {
+					t.Fatalf("t=%d: cached(%s, %v) = %v, want %v", now, name, x, got, want)
+				}
+				held, famFresh := 0, false
+				for y, exp := range model[name] {
+					if standing(exp) != CachedNone {
+						held++
+					}
+					famFresh = famFresh || standing(exp) == CachedFresh && family(y) == family(x)
+				}
+				v := c.look(name, x, now, true)
+				if v.cached != want || v.held != held || v.famFresh != famFresh {
+					t.Fatalf("t=%d: look(%s, %v) = %+v, want standing %v, %d held, fresh in its family %t",
+						now, name, x, v, want, held, famFresh)
+				}
+			}
+		}
+	})
+}
+
+// FuzzBudget spends from and waits on the query budget, two bytes per
+// step: how long the clock moves, then how many tokens for which class.
+//
+// Properties: the level stays within [0, size]; a take succeeds exactly
+// when it leaves its class's floor, and then spends exactly its cost; a
+// refused take spends nothing and says how long to wait, after which the
+// same take succeeds, and not a nanosecond before.
+func FuzzBudget(f *testing.F) {
+	f.Add(uint16(32), []byte{0, 0x22, 0, 0x22, 0, 0x41, 10, 0x02, 0, 0x3f})
+	f.Add(uint16(500), []byte{0, 0xff, 0, 0xff, 200, 0x10})
+	f.Add(uint16(1), []byte{0, 0x0f, 0, 0x0f, 0, 0x0f})
+	f.Fuzz(func(t *testing.T, rate uint16, ops []byte) {
+		if rate == 0 {
+			return
+		}
+		b := newBudget(int(rate), 0)
+		var now int64
+		for len(ops) >= 2 {
+			step, spend := ops[0], ops[1]
+			ops = ops[2:]
+			now += int64(step) * int64(time.Millisecond)
+			n, c := int(spend&0x3f), class(spend>>6%3)
+			b.mu.Lock()
+			b.fill(now)
+			before := b.level
+			b.mu.Unlock()
+			ok, wait := b.take(now, n, c)
+			cost := int64(n) * perToken
+			switch {
+			case ok != (before-cost >= b.floor(c)):
+				t.Fatalf("take(%d, class %d) = %t at level %d, floor %d", n, c, ok, before, b.floor(c))
+			case ok && (wait != 0 || b.level != before-cost):
+				t.Fatalf("take(%d) spent %d, waited %v", n, before-b.level, wait)
+			case !ok && (wait <= 0 || b.level != before):
+				t.Fatalf("refused take(%d) spent %d, wait %v", n, before-b.level, wait)
+			case !ok:
+				// A bucket can never hold more than its size.
+				if cost+b.floor(c) > b.size {
+					continue
+				}
+				if again, _ := b.take(now+int64(wait)-1, n, c); again {
+					t.Fatalf("take(%d) succeeded a nanosecond before the wait of %v", n, wait)
+				}
+				now += int64(wait)
+				if again, _ := b.take(now, n, c); !again {
+					t.Fatalf("take(%d) refused after the wait of %v (level %d)", n, wait, b.level)
+				}
+			}
+			if b.level < 0 || b.level > b.size {
+				t.Fatalf("level %d outside [0, %d]", b.level, b.size)
+			}
+		}
+	})
 }

@@ -12,10 +12,17 @@ import (
 	"github.com/egressd/egressd/internal/dnstest"
 )
 
-// fakeClock is a Config.Now that moves only when told.
+// fakeClock is a Config.Now and Config.After that move only when told.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu      sync.Mutex
+	t       time.Time
+	waiters []clockWaiter
+}
+
+// clockWaiter is one After waiting for the clock to reach at.
+type clockWaiter struct {
+	at time.Time
+	ch chan time.Time
 }
 
 func newFakeClock() *fakeClock {
@@ -28,10 +35,57 @@ func (c *fakeClock) Now() time.Time {
 	return c.t
 }
 
+// Advance moves the clock and fires the Afters it reaches.
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if w.at.After(c.t) {
+			kept = append(kept, w)
+			continue
+		}
+		w.ch <- c.t
+	}
+	c.waiters = kept
+}
+
+// After is Config.After on the fake clock.
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.t
+		return ch
+	}
+	c.waiters = append(c.waiters, clockWaiter{at: c.t.Add(d), ch: ch})
+	return ch
+}
+
+// next returns how far the clock must move to fire the earliest After,
+// and false when none waits.
+func (c *fakeClock) next() (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.waiters) == 0 {
+		return 0, false
+	}
+	at := c.waiters[0].at
+	for _, w := range c.waiters[1:] {
+		if w.at.Before(at) {
+			at = w.at
+		}
+	}
+	return at.Sub(c.t), true
+}
+
+// Waiters returns how many Afters wait for the clock to move.
+func (c *fakeClock) Waiters() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.waiters)
 }
 
 // transportFunc makes a function a Transport.
@@ -62,7 +116,8 @@ type testEnv struct {
 func newEnv(t testing.TB, edit func(*Config)) *testEnv {
 	t.Helper()
 	e := &testEnv{dns: dnstest.New(), clk: newFakeClock()}
-	cfg := Config{Now: e.clk.Now, Transport: e.dns, Timeout: 50 * time.Millisecond}
+	e.dns.SetClock(e.clk.Now)
+	cfg := Config{Now: e.clk.Now, After: e.clk.After, Transport: e.dns, Timeout: 50 * time.Millisecond}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -90,6 +145,70 @@ func (e *testEnv) verifyErr(name, addr string) (Outcome, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return e.r.Verify(ctx, name, netip.MustParseAddr(addr))
+}
+
+// verifyWaiting is verifyErr for a verification that waits slot on the
+// fake clock for its name's query slot (none if 0): it checks that the
+// verification waits, sends nothing meanwhile, and goes on once the clock
+// has moved.
+func (e *testEnv) verifyWaiting(t testing.TB, name, addr string, slot time.Duration) (Outcome, error) {
+	t.Helper()
+	if slot == 0 {
+		return e.verifyErr(name, addr)
+	}
+	type result struct {
+		out Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	waits := e.r.Stats().SlotWaits
+	go func() {
+		out, err := e.verifyErr(name, addr)
+		done <- result{out, err}
+	}()
+	waitFor(t, "the verification to wait for its slot", func() bool {
+		return e.r.Stats().SlotWaits > waits && e.clk.Waiters() > 0
+	})
+	before := e.dns.Total()
+	e.clk.Advance(slot - 1)
+	select {
+	case r := <-done:
+		t.Fatalf("Verify(%s, %s) = %v, %v before its slot", name, addr, r.out, r.err)
+	case <-time.After(10 * time.Millisecond):
+	}
+	if n := e.dns.Total(); n != before {
+		t.Errorf("Verify(%s, %s) sent %d queries while waiting for its slot", name, addr, n-before)
+	}
+	e.clk.Advance(1)
+	r := <-done
+	return r.out, r.err
+}
+
+// onClock runs fn, moving the fake clock to each After that fn's
+// goroutines wait for until fn returns, and returns how far it moved.
+func (e *testEnv) onClock(t testing.TB, fn func()) time.Duration {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	var moved time.Duration
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-done:
+			return moved
+		case <-time.After(time.Millisecond):
+		}
+		if d, ok := e.clk.next(); ok {
+			e.clk.Advance(d)
+			moved += d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fn still running after 10s (clock moved %v)", moved)
+		}
+	}
 }
 
 func addrs(ss ...string) []netip.Addr {

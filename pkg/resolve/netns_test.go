@@ -67,7 +67,8 @@ func TestNetTransportNetns(t *testing.T) {
 		queries int // A+AAAA queries the server gets for allowed
 	}{
 		{name: "UDP answer", dsts: []string{"203.0.113.11", "2001:db8::10"}, want: Match, queries: 2},
-		{name: "UDP answer, other address", dsts: []string{"198.18.0.66"}, want: Mismatch, queries: 2},
+		// The first answer is news, so the mismatch asks once more.
+		{name: "UDP answer, other address", dsts: []string{"198.18.0.66"}, want: Mismatch, queries: 4},
 		{
 			// The UDP answers are empty with TC; a match proves the records
 			// came over TCP, and the count shows both were asked twice.
@@ -81,6 +82,12 @@ func TestNetTransportNetns(t *testing.T) {
 		{
 			name: "rotating answers over the wire", zone: func(s *dnstest.Server) { s.SetRotate(1) },
 			dsts: []string{"203.0.113.10", "203.0.113.11", "203.0.113.10"}, want: Match, queries: 4,
+		},
+		{
+			// Per query: .10, then .11; the flow to .11 began after the
+			// first answer, so it is asked again.
+			name: "flipping answers over the wire", zone: func(s *dnstest.Server) { s.SetFlip(allowed, 60, 0, addrs("203.0.113.10", "203.0.113.11")...) },
+			dsts: []string{"203.0.113.10", "203.0.113.11"}, want: Match, queries: 4,
 		},
 		{
 			name: "caller cancels while the server is silent", zone: func(s *dnstest.Server) { s.SetDrop(true) },

@@ -72,6 +72,10 @@ type watchItem struct {
 // they expire. A failed refresh is retried after 1s,
 // doubling to 30s; the cached addresses stay until their own expiry.
 //
+// Its queries wait for the query budget (Config.MaxQueriesPerSecond),
+// where verifications would fail: verifications leave room for them, and
+// what refills while that room is used goes to the refresher first.
+//
 // Run returns nil when ctx ends, or ErrRunning if it is already running.
 // It logs a name's first failed refresh and its recovery.
 func (r *Resolver) Run(ctx context.Context) error {
@@ -144,8 +148,10 @@ func (r *Resolver) refreshOne(ctx context.Context, name string, it *watchItem) {
 	r.fmu.Lock()
 	f := r.flights[name]
 	if f == nil {
-		f = r.launchLocked(name, r.now())
+		f = r.launchLocked(name, r.now(), classRefresh)
 	} else {
+		// A verification's lookup: its queries wait for the budget now.
+		f.class.Store(uint32(classRefresh))
 		r.fmu.Unlock()
 	}
 	res, err := f.wait(ctx)

@@ -18,12 +18,18 @@ import (
 type Outcome uint8
 
 const (
-	// Mismatch: the destination is not among the name's current answers
-	// (including a name that does not exist or has no address). The zero
-	// value, so an Outcome that was never set denies.
+	// Mismatch: the destination is not among the name's answers
+	// (including a name that does not exist or has no address), fresh or
+	// in grace, and an answer obtained since the flow began says so. The
+	// zero value, so an Outcome that was never set denies.
 	Mismatch Outcome = iota
 	// Match: the destination is among the name's current answers.
 	Match
+	// Grace: the destination was among the name's answers, whose TTL
+	// has ended less than Config.Grace ago, and no answer since has it.
+	// It verifies (see Verified); the decision log should say it did so
+	// through grace.
+	Grace
 )
 
 func (o Outcome) String() string {
@@ -32,35 +38,73 @@ func (o Outcome) String() string {
 		return "mismatch"
 	case Match:
 		return "match"
+	case Grace:
+		return "grace"
 	}
 	return fmt.Sprintf("unknown(%d)", uint8(o))
 }
 
+// Verified reports whether o ties the destination to the name: Match or
+// Grace.
+func (o Outcome) Verified() bool { return o == Match || o == Grace }
+
+// Result is a verification's outcome and what it was decided on, so that
+// every mismatch explains itself in the decision log.
+type Result struct {
+	Outcome Outcome
+	// AnswerAge is the age, when decided, of the newest answer the
+	// resolver held for the name in the destination's family (A or
+	// AAAA), counted from when its lookup started. 0 when it held none.
+	AnswerAge time.Duration
+	// Addrs is how many addresses the resolver held for the name, fresh
+	// or in grace, both families, when decided.
+	Addrs int
+	// Requeried: the verification waited for a lookup (its own, or one
+	// in flight it joined) or for the name's query slot: the cache lacked
+	// the destination and held no answer obtained since the flow began,
+	// or the answer that lacked it was news (a second look), or the
+	// destination was in grace and the name's answers had expired.
+	// False: decided from the cache alone.
+	Requeried bool
+}
+
 // Stats are counters since New, read with Resolver.Stats. The metrics
 // layer exports them; nothing here carries a name or an address.
+//
+// Verifies = Matches + Graces + Mismatches + Errors, and Mismatches =
+// MismatchesRequeried + MismatchesCached.
 type Stats struct {
-	Verifies          uint64 // Verify calls
-	Hits              uint64 // Verify answered Match from the cache, no I/O
-	NegativeHits      uint64 // Verify answered Mismatch from a cached NXDOMAIN/NODATA
-	Misses            uint64 // Verify waited for a lookup (its own or one in flight)
-	RequerySuppressed uint64 // Verify answered Mismatch without asking again (RequeryInterval)
-	Matches           uint64 // Verify returned Match
-	Mismatches        uint64 // Verify returned Mismatch without error
-	Errors            uint64 // Verify returned an error (reason dns-error)
-	Lookups           uint64 // name lookups started (each asks A and AAAA)
-	Queries           uint64 // DNS queries sent (per type, per server tried)
-	QueryErrors       uint64 // queries that failed (timeout, unreachable, bad answer)
-	Refreshes         uint64 // lookups started by the refresher (Run)
-	Evictions         uint64 // names evicted to stay within CacheMax
-	Names             uint64 // names cached now
+	Verifies            uint64 // Verify and VerifySince calls
+	Hits                uint64 // answered Match from the cache, no I/O
+	Graces              uint64 // answered Grace (always from the cache)
+	NegativeHits        uint64 // answered Mismatch from a cached NXDOMAIN/NODATA
+	Misses              uint64 // lookups waited for (its own or one in flight; a verification may wait for two)
+	SlotWaits           uint64 // waited for a name's query slot (RequeryInterval)
+	SecondLooks         uint64 // asked once more after an answer that was news (see VerifySince)
+	Matches             uint64 // returned Match
+	Mismatches          uint64 // returned Mismatch without error
+	MismatchesRequeried uint64 // ... after waiting for a lookup made since the flow began
+	MismatchesCached    uint64 // ... from the cache: a negative answer, or one obtained since the flow began
+	Errors              uint64 // returned an error (reason dns-error; limit for ErrBudget, also in BudgetRefused)
+	Lookups             uint64 // name lookups started (each asks A and AAAA)
+	Queries             uint64 // DNS queries sent (per type, per server tried)
+	TCPFallbacks        uint64 // of those, asked again over TCP (NetTransport, on TC)
+	QueryErrors         uint64 // queries that failed (timeout, unreachable, bad answer)
+	NegativeAnswers     uint64 // answers that were NXDOMAIN or NODATA (per type), then cached
+	Refreshes           uint64 // lookups started by the refresher (Run)
+	BudgetRefused       uint64 // verification lookups and queries the query budget refused (ErrBudget)
+	BudgetWaits         uint64 // refresher queries that waited for the budget
+	Evictions           uint64 // names evicted to stay within CacheMax
+	Names               uint64 // names cached now
 }
 
 // Resolver verifies destinations against DNS answers. Its methods are safe
 // for concurrent use.
 type Resolver struct {
-	cfg   Config
-	base  time.Time // time origin of the cache's int64 clock
-	cache *cache
+	cfg    Config
+	base   time.Time // time origin of the cache's int64 clock
+	cache  *cache
+	budget *budget
 
 	fmu     sync.Mutex
 	flights map[string]*flight
@@ -75,11 +119,13 @@ type Resolver struct {
 	cancel context.CancelFunc
 	flying sync.WaitGroup // lookups in flight
 
-	// Counters; Verifies and Matches are sums of these, so that a hit
-	// adds to one counter only.
+	// Counters; Verifies, Matches and Mismatches are sums of these, so
+	// that a hit adds to one counter only.
 	stats struct {
-		hits, negHits, misses, suppressed, slowMatches, mismatches, errors,
-		lookups, queries, queryErrors, refreshes atomic.Uint64
+		hits, graces, negHits, misses, slotWaits, secondLooks, slowMatches,
+		mismatchesAsked, mismatchesHeld, errors,
+		lookups, queries, tcpFallbacks, queryErrors, negAnswers, refreshes,
+		budgetRefused, budgetWaits atomic.Uint64
 	}
 }
 
@@ -89,10 +135,12 @@ func New(cfg Config) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
+	base := cfg.Now()
 	r := &Resolver{
 		cfg:     cfg,
-		base:    cfg.Now(),
-		cache:   newCache(cfg.CacheMax, cfg.MaxAddrs),
+		base:    base,
+		budget:  newBudget(cfg.MaxQueriesPerSecond, 0),
+		cache:   newCache(cfg.CacheMax, cfg.MaxAddrs, cfg.Grace),
 		flights: make(map[string]*flight),
 		wake:    make(chan struct{}, 1),
 	}
@@ -102,9 +150,9 @@ func New(cfg Config) (*Resolver, error) {
 }
 
 // Close ends the lookups in flight and waits for them; their waiters get
-// an error. Verify, Contains and Stats still work after Close, from the
-// cache, but every lookup fails with ErrClosed. Close does not stop Run; its context
-// does.
+// an error. Verify, Cached and Stats still work after Close, from the
+// cache, but every lookup fails with ErrClosed. Close does not stop Run;
+// its context does.
 func (r *Resolver) Close() {
 	r.fmu.Lock()
 	r.closed = true
@@ -114,136 +162,315 @@ func (r *Resolver) Close() {
 }
 
 // now reads the clock as the cache keeps it.
-func (r *Resolver) now() int64 { return int64(r.cfg.Now().Sub(r.base)) }
+func (r *Resolver) now() int64 { return r.at(r.cfg.Now()) }
 
-// Verify reports whether addr is among the current A/AAAA answers for name.
-//
-// A cached address answers Match without I/O or allocation. Otherwise
-// Verify looks the name up (or waits for the lookup already in flight) and
-// answers from the result, but a name whose fresh cached answers lack addr
-// is asked again at most once per Config.RequeryInterval, and a fresh
-// negative answer is not asked again at all (the resolver would give the
-// same from its own negative cache).
-//
-// A non-nil error means no decision could be made (reason dns-error): the
-// lookup for addr's family failed, ctx ended while waiting, or name or
-// addr is invalid. The Outcome is then Mismatch. An IPv4-mapped IPv6 addr
-// is verified as IPv4; a zone is ignored.
+// at converts t to the cache's clock.
+func (r *Resolver) at(t time.Time) int64 { return int64(t.Sub(r.base)) }
+
+// Verify is VerifySince with since = now: the outcome of a verification
+// that needs an answer obtained no earlier than the call.
 func (r *Resolver) Verify(ctx context.Context, name string, addr netip.Addr) (Outcome, error) {
+	res, err := r.VerifySince(ctx, name, addr, time.Time{})
+	return res.Outcome, err
+}
+
+// VerifySince reports whether addr is among the A/AAAA answers for name,
+// for a flow whose first packet arrived at since (read on the clock of
+// Config.Now; zero, or a time after the call, means now).
+//
+// A fresh cached address answers Match at once, without I/O or
+// allocation. An address within Config.Grace after its TTL answers Grace
+// at once too if the name has a fresh answer for its family, positive
+// (which lacks it) or negative; if the
+// name's answers have all expired, it is looked up first, and the address
+// answers Match if the new answer has it, else Grace, also when the
+// lookup fails (the stale answer serves while the resolver fails, as in
+// RFC 8767). Otherwise the
+// resolver denies only on an answer obtained at or after since: the
+// client resolved the name before its first packet, so an older answer
+// of egressd's may predate the client's and lack what it got. When the
+// newest answer held for addr's family is older than that, VerifySince
+// looks the name up (or joins the lookup in flight); when the name was
+// asked less than Config.RequeryInterval ago, it waits for the name's next
+// slot rather than deny, and every verification waiting for that slot
+// shares one lookup. It answers Mismatch only if that answer and the
+// cache, grace included, both lack addr.
+//
+// A fresh answer that lacks addr but brings an address the name did not
+// hold (it flipped: a resolver fleet whose caches disagree, a load
+// balancer moving the name) is asked once more, at the next slot: the
+// client may have been given the one before. That is one more lookup per
+// verification at most, and no more per name than one per
+// RequeryInterval.
+//
+// A fresh negative answer (NXDOMAIN, NODATA) is Mismatch without asking
+// again: the resolver would give the same from its own negative cache
+// (RFC 2308), and asking per flow would let random labels under an
+// allowed wildcard cost a lookup each time.
+//
+// A non-nil error means no decision could be made: the lookup for addr's
+// family failed, ctx ended while waiting (for a lookup or a slot), or
+// name or addr is invalid (reason dns-error); or, wrapping ErrBudget, the
+// query budget had no room for the lookup (reason limit): that fails at
+// once, it never waits for the budget. The Result's Outcome is then
+// Mismatch. An IPv4-mapped IPv6 addr is verified as IPv4; a zone is
+// ignored.
+func (r *Resolver) VerifySince(ctx context.Context, name string, addr netip.Addr, since time.Time) (Result, error) {
 	// The hit path: one clock read, one map lookup under a read lock, one
 	// counter. Names from pkg/classify are already normalised, so the name
 	// is tried as given before it is validated.
 	addr = addr.Unmap().WithZone("")
-	if addr.IsValid() && r.cache.has(name, addr, r.now()) {
-		r.stats.hits.Add(1)
-		return Match, nil
+	if addr.IsValid() {
+		now := r.now()
+		// An address in grace answers here only if the name has a fresh
+		// answer (that lacks it); an expired name is looked up first.
+		if v := r.cache.look(name, addr, now, true); v.cached == CachedFresh || v.cached == CachedGrace && v.current() {
+			r.countHit(v.cached)
+			return v.result(now, false), nil
+		}
 	}
-	out, hit, err := r.verifySlow(ctx, name, addr)
+	res, hit, err := r.verifySlow(ctx, name, addr, since)
 	switch {
-	case hit:
-		r.stats.hits.Add(1)
 	case err != nil:
 		r.stats.errors.Add(1)
-	case out == Match:
+	case hit:
+		r.countHit(res.Outcome.cached())
+	case res.Outcome == Match:
 		r.stats.slowMatches.Add(1)
+	case res.Outcome == Grace:
+		r.stats.graces.Add(1)
+	case res.Requeried:
+		r.stats.mismatchesAsked.Add(1)
 	default:
-		r.stats.mismatches.Add(1)
+		r.stats.mismatchesHeld.Add(1)
 	}
-	return out, err
+	return res, err
 }
 
-// verifySlow is Verify after a miss on the name as given. hit reports a
-// Match found in the cache after all (the name normalised, or a lookup
-// that ended meanwhile).
-func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr) (out Outcome, hit bool, err error) {
-	if !addr.IsValid() {
-		return Mismatch, false, ErrInvalidAddr
+func (r *Resolver) countHit(c Cached) {
+	if c == CachedGrace {
+		r.stats.graces.Add(1)
+	} else {
+		r.stats.hits.Add(1)
 	}
-	now := r.now()
+}
+
+// cached is the standing that answers o from the cache.
+func (o Outcome) cached() Cached {
+	switch o {
+	case Match:
+		return CachedFresh
+	case Grace:
+		return CachedGrace
+	}
+	return CachedNone
+}
+
+// current reports whether the name has a fresh answer for addr's family,
+// positive or negative.
+func (v view) current() bool { return v.famFresh || v.negFresh }
+
+// result is the Result that v gives at now.
+func (v view) result(now int64, requeried bool) Result {
+	res := Result{Outcome: Mismatch, Addrs: v.held, Requeried: requeried}
+	switch v.cached {
+	case CachedFresh:
+		res.Outcome = Match
+	case CachedGrace:
+		res.Outcome = Grace
+	}
+	if v.answered != noAnswer {
+		res.AnswerAge = time.Duration(now - v.answered)
+	}
+	return res
+}
+
+// verifySlow is VerifySince after a miss on the name as given. hit
+// reports an outcome found in the cache after all, without waiting (the
+// name normalised, or a lookup that ended meanwhile).
+func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr, since time.Time) (res Result, hit bool, err error) {
+	if !addr.IsValid() {
+		return Result{}, false, ErrInvalidAddr
+	}
 	n, err := normalize(name)
 	if err != nil {
-		return Mismatch, false, err
+		return Result{}, false, err
 	}
-	if n != name && r.cache.has(n, addr, now) {
-		return Match, true, nil
-	}
-
 	fam := family(addr)
-	r.fmu.Lock()
-	f := r.flights[n]
-	if f == nil {
-		st := r.cache.state(n, fam, now)
+	now := r.now()
+	// anchor: the oldest start of a lookup whose answer may deny.
+	anchor := now
+	if !since.IsZero() {
+		anchor = min(r.at(since), now)
+	}
+	var (
+		waited bool // for a slot or a lookup
+		tried  bool // waited for a lookup that started at or after anchor
+		second bool // the second look is taken
+	)
+	for {
+		r.fmu.Lock()
+		v := r.cache.look(n, addr, now, true)
 		switch {
-		case st.negFresh && !st.famFresh:
+		case v.cached == CachedFresh, v.cached == CachedGrace && (v.current() || tried):
+			r.fmu.Unlock()
+			return v.result(now, waited), !waited, nil
+		case v.cached == CachedNone && v.negFresh && !v.famFresh:
 			r.fmu.Unlock()
 			r.stats.negHits.Add(1)
-			return Mismatch, false, nil
-		case st.famFresh && now-st.asked < int64(r.cfg.RequeryInterval):
+			return v.result(now, waited), false, nil
+		case v.cached == CachedNone && v.answered >= anchor && !r.secondLook(v.news, v.answered, now, &second, &anchor):
+			// An answer obtained since the flow began lacks addr.
 			r.fmu.Unlock()
-			r.stats.suppressed.Add(1)
-			return Mismatch, false, nil
+			return v.result(now, waited), false, nil
 		}
-		// A lookup may have finished between the check above and fmu.
-		if r.cache.has(n, addr, now) {
+		// A miss without an answer since the flow began, or an address in
+		// grace whose name has no fresh answer: look it up. Only a name
+		// with a fresh answer waits for its slot; one without (expired,
+		// or a failed lookup, which is not cached) needs the lookup
+		// whoever asks.
+		f := r.flights[n]
+		if f == nil {
+			if wait := time.Duration(v.asked + int64(r.cfg.RequeryInterval) - now); v.famFresh && wait > 0 {
+				r.fmu.Unlock()
+				waited = true
+				r.stats.slotWaits.Add(1)
+				if err := r.sleep(ctx, wait); err != nil {
+					return Result{}, false, &LookupError{Name: n, Err: err}
+				}
+				now = r.now()
+				continue
+			}
+			if f = r.launchLocked(n, now, r.classOf(n)); f == nil {
+				if second { // the first look stands
+					return v.result(now, true), false, nil
+				}
+				return r.orGrace(n, addr, &LookupError{Name: n, Err: ErrBudget})
+			}
+		} else {
 			r.fmu.Unlock()
-			return Match, true, nil
 		}
+		waited = true
 		r.stats.misses.Add(1)
-		f = r.launchLocked(n, now)
-	} else {
-		r.fmu.Unlock()
-		r.stats.misses.Add(1)
+		got, err := f.wait(ctx)
+		if err != nil {
+			return r.orGrace(n, addr, &LookupError{Name: n, Err: err})
+		}
+		now = r.now()
+		if got[fam].err == nil && got[fam].has(addr) {
+			v := r.cache.look(n, addr, now, false)
+			return Result{Outcome: Match, AnswerAge: time.Duration(now - f.started), Addrs: v.held, Requeried: true}, false, nil
+		}
+		if f.started < anchor {
+			continue // it answers a question asked before the flow began
+		}
+		tried = true
+		if got[fam].err != nil {
+			return r.orGrace(n, addr, got[fam].err)
+		}
+		v = r.cache.look(n, addr, now, false)
+		if v.cached == CachedNone && r.secondLook(got[fam].news, f.started, now, &second, &anchor) {
+			continue
+		}
+		// The cache holds this answer, unless it was evicted meanwhile.
+		v.answered = max(v.answered, f.started)
+		return v.result(now, true), false, nil
 	}
-
-	res, err := f.wait(ctx)
-	if err != nil {
-		return Mismatch, false, &LookupError{Name: n, Err: err}
-	}
-	if res[fam].err != nil {
-		return Mismatch, false, res[fam].err
-	}
-	if res[fam].has(addr) || r.cache.has(n, addr, r.now()) {
-		return Match, false, nil
-	}
-	return Mismatch, false, nil
 }
 
-// Contains reports whether addr is a fresh cached address of name. It
-// never does I/O or blocks on a lookup: it is for decisions on the SYN of
-// a port that carries no name, whose names Watch keeps resolved.
-func (r *Resolver) Contains(name string, addr netip.Addr) bool {
-	if !addr.IsValid() {
+// orGrace is the end of a verification whose lookup failed with err:
+// Grace if addr is in grace for name (a stale answer serves while the
+// resolver fails, RFC 8767), else err.
+func (r *Resolver) orGrace(name string, addr netip.Addr, err error) (Result, bool, error) {
+	now := r.now()
+	if v := r.cache.look(name, addr, now, false); v.cached == CachedGrace {
+		return v.result(now, true), false, nil
+	}
+	return Result{}, false, err
+}
+
+// secondLook reports whether a verification whose address lacks from an
+// answer (obtained by a lookup started at answered, news if it brought
+// the name an address it did not hold) asks once more, and if so takes
+// the second look: it moves anchor past that lookup, so that only a later
+// one may deny. It is taken only while the query budget is at least half
+// full: under a flood of new names it would double their cost.
+func (r *Resolver) secondLook(news bool, answered, now int64, taken *bool, anchor *int64) bool {
+	if *taken || !news || !r.budget.roomy(now) {
 		return false
+	}
+	*taken = true
+	*anchor = answered + 1
+	r.stats.secondLooks.Add(1)
+	return true
+}
+
+// sleep waits d on the resolver's clock, or until ctx ends or Close.
+func (r *Resolver) sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-r.cfg.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// Cached says, from the cache alone, whether addr is a fresh or in-grace
+// address of name. It never does I/O, blocks on a lookup or allocates (for
+// a name already normalised, as pkg/classify gives them): it is the
+// engine's fast path, and decides the SYN of a port that carries no name,
+// whose names Watch keeps resolved.
+func (r *Resolver) Cached(name string, addr netip.Addr) Cached {
+	if !addr.IsValid() {
+		return CachedNone
 	}
 	addr = addr.Unmap().WithZone("")
 	now := r.now()
-	if r.cache.has(name, addr, now) {
-		return true
+	if c := r.cache.cached(name, addr, now); c != CachedNone {
+		return c
 	}
-	n, err := normalize(name)
-	return err == nil && n != name && r.cache.has(n, addr, now)
+	if n, err := normalize(name); err == nil && n != name {
+		return r.cache.cached(n, addr, now)
+	}
+	return CachedNone
+}
+
+// Contains reports whether Cached is CachedFresh or CachedGrace.
+func (r *Resolver) Contains(name string, addr netip.Addr) bool {
+	return r.Cached(name, addr) != CachedNone
 }
 
 // Stats returns the counters.
 func (r *Resolver) Stats() Stats {
 	s := &r.stats
 	// Load the parts of the sums once, so that each sum adds up.
-	hits, slowMatches, mismatches, errs := s.hits.Load(), s.slowMatches.Load(), s.mismatches.Load(), s.errors.Load()
+	hits, graces, slowMatches, asked, held, errs := s.hits.Load(), s.graces.Load(), s.slowMatches.Load(),
+		s.mismatchesAsked.Load(), s.mismatchesHeld.Load(), s.errors.Load()
 	return Stats{
-		Verifies:          hits + slowMatches + mismatches + errs,
-		Hits:              hits,
-		NegativeHits:      s.negHits.Load(),
-		Misses:            s.misses.Load(),
-		RequerySuppressed: s.suppressed.Load(),
-		Matches:           hits + slowMatches,
-		Mismatches:        mismatches,
-		Errors:            errs,
-		Lookups:           s.lookups.Load(),
-		Queries:           s.queries.Load(),
-		QueryErrors:       s.queryErrors.Load(),
-		Refreshes:         s.refreshes.Load(),
-		Evictions:         r.cache.evictions.Load(),
-		Names:             uint64(r.cache.len()),
+		Verifies:            hits + graces + slowMatches + asked + held + errs,
+		Hits:                hits,
+		Graces:              graces,
+		NegativeHits:        s.negHits.Load(),
+		Misses:              s.misses.Load(),
+		SlotWaits:           s.slotWaits.Load(),
+		SecondLooks:         s.secondLooks.Load(),
+		Matches:             hits + slowMatches,
+		Mismatches:          asked + held,
+		MismatchesRequeried: asked,
+		MismatchesCached:    held,
+		Errors:              errs,
+		Lookups:             s.lookups.Load(),
+		Queries:             s.queries.Load(),
+		TCPFallbacks:        s.tcpFallbacks.Load(),
+		QueryErrors:         s.queryErrors.Load(),
+		NegativeAnswers:     s.negAnswers.Load(),
+		Refreshes:           s.refreshes.Load(),
+		BudgetRefused:       s.budgetRefused.Load(),
+		BudgetWaits:         s.budgetWaits.Load(),
+		Evictions:           r.cache.evictions.Load(),
+		Names:               uint64(r.cache.len()),
 	}
 }
 
@@ -252,6 +479,7 @@ func (r *Resolver) Stats() Stats {
 type famResult struct {
 	addrs []cachedAddr
 	ttl   time.Duration // clamped TTL of the answer (the smallest); valid iff err == nil
+	news  bool          // an address the name did not hold, fresh or in grace
 	err   error
 }
 
@@ -266,8 +494,11 @@ func (f famResult) has(a netip.Addr) bool {
 
 // flight is one lookup of one name that any number of callers wait on.
 type flight struct {
-	done chan struct{} // closed when res is set
-	res  [2]famResult
+	started int64         // when the lookup started, on the cache's clock
+	class   atomic.Uint32 // the budget class its queries spend as; the refresher joining raises it
+	prepaid atomic.Int32  // queries paid for at launch (a verification's A and AAAA)
+	done    chan struct{} // closed when res is set
+	res     [2]famResult
 }
 
 func (f *flight) wait(ctx context.Context) ([2]famResult, error) {
@@ -279,22 +510,33 @@ func (f *flight) wait(ctx context.Context) ([2]famResult, error) {
 	}
 }
 
-// launchLocked registers a lookup of name, releases fmu, and starts the
-// lookup in a goroutine of its own. The caller holds fmu and found no
-// flight for name.
+// launchLocked registers a lookup of name for class c, releases fmu, and
+// starts the lookup in a goroutine of its own. The caller holds fmu and
+// found no flight for name. A verification's lookup (c is not
+// classRefresh) pays for its A and AAAA queries first: when the budget
+// refuses them, launchLocked returns nil and starts nothing.
 //
 // The lookup does not run in the caller's goroutine, nor under its
 // context: others may join it, and every caller must be able to leave on
 // its own context without failing the rest. It runs under the Resolver's
 // context (ended by Close) and is bounded by len(Servers) × Timeout.
-func (r *Resolver) launchLocked(name string, now int64) *flight {
-	f := &flight{done: make(chan struct{})}
+func (r *Resolver) launchLocked(name string, now int64, c class) *flight {
+	f := &flight{started: now, done: make(chan struct{})}
+	f.class.Store(uint32(c))
 	if r.closed {
 		r.fmu.Unlock()
 		err := &LookupError{Name: name, Err: ErrClosed}
 		f.res = [2]famResult{{err: err}, {err: err}}
 		close(f.done)
 		return f
+	}
+	if c != classRefresh {
+		if ok, _ := r.budget.take(now, 2, c); !ok {
+			r.fmu.Unlock()
+			r.stats.budgetRefused.Add(1)
+			return nil
+		}
+		f.prepaid.Store(2)
 	}
 	r.flights[name] = f
 	r.cache.markAsked(name, now)
@@ -307,13 +549,12 @@ func (r *Resolver) launchLocked(name string, now int64) *flight {
 // fly runs the lookup of f, A and AAAA concurrently, records the result in
 // the cache, and releases the waiters.
 func (r *Resolver) fly(name string, f *flight) {
-	ctx := r.ctx
-	started := r.now()
+	ctx := context.WithValue(r.ctx, meterKey{}, &meter{r: r, f: f})
 	var answers [2]answer
 	var errs [2]error
 	var wg sync.WaitGroup
-	wg.Go(func() { answers[famAAAA], errs[famAAAA] = r.lookupType(ctx, name, dns.TypeAAAA) })
-	answers[famA], errs[famA] = r.lookupType(ctx, name, dns.TypeA)
+	wg.Go(func() { answers[famAAAA], errs[famAAAA] = r.lookupType(ctx, f, name, dns.TypeAAAA) })
+	answers[famA], errs[famA] = r.lookupType(ctx, f, name, dns.TypeA)
 	wg.Wait()
 
 	_, pinned := (*r.watched.Load())[name]
@@ -324,7 +565,10 @@ func (r *Resolver) fly(name string, f *flight) {
 			continue
 		}
 		f.res[fam] = r.expiries(answers[fam], now)
-		r.cache.merge(name, fam, f.res[fam].addrs, now+int64(f.res[fam].ttl), started, now, pinned)
+		if len(f.res[fam].addrs) == 0 {
+			r.stats.negAnswers.Add(1)
+		}
+		f.res[fam].news = r.cache.merge(name, fam, f.res[fam].addrs, now+int64(f.res[fam].ttl), f.started, now, pinned)
 	}
 	r.fmu.Lock()
 	delete(r.flights, name)
@@ -333,16 +577,20 @@ func (r *Resolver) fly(name string, f *flight) {
 }
 
 // lookupType asks each server in turn for name's qtype records until one
-// gives a valid answer.
-func (r *Resolver) lookupType(ctx context.Context, name string, qtype uint16) (answer, error) {
+// gives a valid answer, or the budget refuses a query.
+func (r *Resolver) lookupType(ctx context.Context, f *flight, name string, qtype uint16) (answer, error) {
 	var errs []error
 	for _, server := range r.cfg.Servers {
-		a, err := r.ask(ctx, server, name, qtype)
+		a, err := r.ask(ctx, f, server, name, qtype)
 		if err == nil {
 			return a, nil
 		}
 		if ctx.Err() != nil { // Close, while this lookup was in flight
 			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrClosed, server, err))
+			break
+		}
+		if errors.Is(err, ErrBudget) { // the next server would cost the same
+			errs = append(errs, fmt.Errorf("%s: %w", server, err))
 			break
 		}
 		r.stats.queryErrors.Add(1)
@@ -351,12 +599,17 @@ func (r *Resolver) lookupType(ctx context.Context, name string, qtype uint16) (a
 	return answer{}, &LookupError{Name: name, Type: qtype, Err: errors.Join(errs...)}
 }
 
-// ask sends one query to one server and reads its answer.
-func (r *Resolver) ask(ctx context.Context, server, name string, qtype uint16) (answer, error) {
+// ask sends one query of f's lookup to one server, once the budget has
+// it, and reads its answer.
+func (r *Resolver) ask(ctx context.Context, f *flight, server, name string, qtype uint16) (answer, error) {
 	q := question{id: uint16(rand.Uint32()), name: name + ".", qtype: qtype}
 	query, err := q.pack()
 	if err != nil {
 		return answer{}, fmt.Errorf("%w: packing the query: %v", ErrMalformed, err)
+	}
+	// Before the timeout starts: it is the server's time, not the wait.
+	if err := r.spend(ctx, f, 1); err != nil {
+		return answer{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
@@ -371,7 +624,7 @@ func (r *Resolver) ask(ctx context.Context, server, name string, qtype uint16) (
 // transportError sorts an error from a Transport into ErrTimeout or
 // ErrUnreachable, keeping the original for the message.
 func transportError(err error) error {
-	if errors.Is(err, ErrMalformed) {
+	if errors.Is(err, ErrMalformed) || errors.Is(err, ErrBudget) {
 		return err
 	}
 	var ne net.Error

@@ -29,6 +29,7 @@ type step struct {
 	zone    func(*dnstest.Server)
 	name    string // default allowed
 	addr    string
+	slot    time.Duration // the verification waits this long for its query slot
 	want    Outcome
 	wantErr error
 	queries int
@@ -55,14 +56,16 @@ func TestVerifyScenarios(t *testing.T) {
 			},
 		},
 		{
-			name: "a miss asks again, at most once per RequeryInterval",
+			// The first answer is news (the name held nothing), so the
+			// miss asks once more, at the next slot.
+			name: "a miss waits for the name's query slot, then asks again",
 			zone: set(300, "203.0.113.10"),
 			steps: []step{
-				{addr: "198.18.0.66", want: Mismatch, queries: 2},
-				{addr: "198.18.0.66", want: Mismatch, queries: 2},
-				{advance: 999 * time.Millisecond, addr: "198.18.0.66", want: Mismatch, queries: 2},
-				{advance: time.Millisecond, addr: "198.18.0.66", want: Mismatch, queries: 4},
-				{addr: "203.0.113.10", want: Match, queries: 4},
+				{addr: "198.18.0.66", slot: time.Second, want: Mismatch, queries: 4},
+				{addr: "198.18.0.66", want: Mismatch, queries: 4}, // an answer since the flow began
+				{advance: 999 * time.Millisecond, addr: "198.18.0.66", slot: time.Millisecond, want: Mismatch, queries: 6},
+				{advance: 2 * time.Second, addr: "198.18.0.66", want: Mismatch, queries: 8}, // slot free: no wait
+				{addr: "203.0.113.10", want: Match, queries: 8},
 			},
 		},
 		{
@@ -93,32 +96,72 @@ func TestVerifyScenarios(t *testing.T) {
 			},
 		},
 		{
-			name: "rotating answers: every address seen verifies until its own TTL",
+			name: "rotating answers: every address seen verifies until its own TTL, then through grace",
 			zone: func(s *dnstest.Server) {
 				s.SetRotate(1)
 				s.SetAddrs(allowed, 60, addrs("203.0.113.10", "203.0.113.11", "203.0.113.12")...)
 			},
 			steps: []step{
-				{addr: "203.0.113.10", want: Match, queries: 2},                                    // t=0: answer .10
-				{addr: "203.0.113.11", want: Mismatch, queries: 2},                                 // asked just now
-				{advance: time.Second, addr: "203.0.113.11", want: Match, queries: 4},              // t=1: answer .11
-				{advance: time.Second, addr: "203.0.113.12", want: Match, queries: 6},              // t=2: answer .12
-				{addr: "203.0.113.10", want: Match, queries: 6},                                    // the union
-				{addr: "203.0.113.11", want: Match, queries: 6},                                    //
-				{advance: 58 * time.Second, addr: "203.0.113.11", want: Match, queries: 6},         // t=60: .10 expired
-				{addr: "203.0.113.10", want: Match, queries: 8},                                    // answer .10 again
-				{advance: 1500 * time.Millisecond, addr: "203.0.113.11", want: Match, queries: 10}, // t=61.5: .11 expired, answer .11
+				{addr: "203.0.113.10", want: Match, queries: 2},                                   // t=0: answer .10
+				{addr: "203.0.113.11", slot: time.Second, want: Match, queries: 4},                // news: once more at t=1, answer .11
+				{advance: time.Second, addr: "203.0.113.12", want: Match, queries: 6},             // t=2: answer .12
+				{addr: "203.0.113.10", want: Match, queries: 6},                                   // the union
+				{addr: "203.0.113.11", want: Match, queries: 6},                                   //
+				{advance: 58 * time.Second, addr: "203.0.113.11", want: Match, queries: 6},        // t=60: .10 expired
+				{addr: "203.0.113.10", want: Grace, queries: 6},                                   // the others are fresh: no lookup
+				{advance: 1500 * time.Millisecond, addr: "203.0.113.11", want: Grace, queries: 6}, // t=61.5
+				{advance: 119 * time.Second, addr: "203.0.113.10", want: Match, queries: 8},       // t=180.5: .10 gone, none fresh: answer .10
 			},
 		},
 		{
-			name: "a withdrawn address verifies until its TTL, then not",
+			name: "a withdrawn address verifies until its TTL, then through grace, then not",
 			zone: set(60, "203.0.113.10"),
 			steps: []step{
 				{addr: "203.0.113.10", want: Match, queries: 2},
-				{advance: 30 * time.Second, zone: set(60, "203.0.113.20"), addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 30 * time.Second, zone: set(600, "203.0.113.20"), addr: "203.0.113.10", want: Match, queries: 2},
 				{addr: "203.0.113.20", want: Match, queries: 4},
-				{advance: 30 * time.Second, addr: "203.0.113.10", want: Mismatch, queries: 6},
+				{advance: 30 * time.Second, addr: "203.0.113.10", want: Grace, queries: 4},
+				{advance: DefaultGrace - time.Nanosecond, addr: "203.0.113.10", want: Grace, queries: 4},
+				{advance: time.Nanosecond, addr: "203.0.113.10", want: Mismatch, queries: 6},
 				{addr: "203.0.113.20", want: Match, queries: 6},
+			},
+		},
+		{
+			name: "NoGrace: a withdrawn address stops at its TTL",
+			edit: func(c *Config) { c.Grace = NoGrace },
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 30 * time.Second, zone: set(60, "203.0.113.20"), addr: "203.0.113.20", want: Match, queries: 4},
+				{advance: 30 * time.Second, addr: "203.0.113.10", want: Mismatch, queries: 6},
+			},
+		},
+		{
+			name: "an address in grace of an expired name: looked up, Match if it is back",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 90 * time.Second, addr: "203.0.113.10", want: Match, queries: 4},
+			},
+		},
+		{
+			name: "an address in grace of an expired name: Grace when the resolver fails",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 90 * time.Second, zone: func(s *dnstest.Server) { s.SetServFail(true) }, addr: "203.0.113.10", want: Grace, queries: 4},
+				{addr: "198.18.0.66", wantErr: ErrServFail, queries: 6},
+			},
+		},
+		{
+			// Its answers are NXDOMAIN now, cached: no lookup per flow.
+			name: "an address in grace of a name that went away: Grace from the negative cache",
+			zone: set(60, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: 90 * time.Second, zone: func(s *dnstest.Server) { s.Remove(allowed); s.SetNegativeTTL(30) }, addr: "203.0.113.10", want: Grace, queries: 4},
+				{advance: 29 * time.Second, addr: "203.0.113.10", want: Grace, queries: 4},
+				{addr: "203.0.113.11", want: Mismatch, queries: 4},
 			},
 		},
 		{
@@ -248,7 +291,7 @@ func TestVerifyScenarios(t *testing.T) {
 				if name == "" {
 					name = allowed
 				}
-				got, err := e.verifyErr(name, s.addr)
+				got, err := e.verifyWaiting(t, name, s.addr, s.slot)
 				switch {
 				case s.wantErr != nil && !errors.Is(err, s.wantErr):
 					t.Fatalf("step %d: Verify(%s, %s) error = %v, want %v", i, name, s.addr, err, s.wantErr)
@@ -272,9 +315,9 @@ func TestVerifyStats(t *testing.T) {
 	e.dns.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
 	e.verify(t, allowed, "203.0.113.10")          // miss, lookup, match
 	e.verify(t, allowed, "203.0.113.10")          // hit
-	e.verify(t, allowed, "198.18.0.66")           // suppressed mismatch
 	e.clk.Advance(time.Second)                    //
-	e.verify(t, allowed, "198.18.0.66")           // miss, lookup, mismatch
+	e.verify(t, allowed, "198.18.0.66")           // miss, lookup, mismatch (not news)
+	e.verify(t, allowed, "198.18.0.66")           // mismatch, an answer since the flow began
 	e.verify(t, missing, "203.0.113.10")          // miss, lookup, NXDOMAIN
 	e.verify(t, missing, "203.0.113.10")          // negative hit
 	e.dns.SetServFail(true)                       //
@@ -284,8 +327,9 @@ func TestVerifyStats(t *testing.T) {
 		t.Fatalf("Verify on SERVFAIL: %v", err)
 	}
 	want := Stats{
-		Verifies: 7, Hits: 1, NegativeHits: 1, Misses: 4, RequerySuppressed: 1,
-		Matches: 2, Mismatches: 4, Errors: 1, Lookups: 4, Queries: 8, QueryErrors: 2, Names: 2,
+		Verifies: 7, Hits: 1, NegativeHits: 1, Misses: 4,
+		Matches: 2, Mismatches: 4, MismatchesRequeried: 2, MismatchesCached: 2, Errors: 1,
+		Lookups: 4, Queries: 8, QueryErrors: 2, NegativeAnswers: 4, Names: 2,
 	}
 	if diff := cmp.Diff(want, e.r.Stats()); diff != "" {
 		t.Errorf("Stats (-want +got):\n%s", diff)
@@ -584,16 +628,16 @@ func TestSingleflight(t *testing.T) {
 	}
 }
 
-// TestContains: cache only, never a query.
-func TestContains(t *testing.T) {
+// TestCached: cache only, never a query; Contains is Cached != CachedNone.
+func TestCached(t *testing.T) {
 	e := newEnv(t, nil)
 	e.dns.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
 	addr := netip.MustParseAddr("203.0.113.10")
-	if e.r.Contains(allowed, addr) {
-		t.Errorf("Contains before any lookup = true")
+	if got := e.r.Cached(allowed, addr); got != CachedNone {
+		t.Errorf("Cached before any lookup = %v", got)
 	}
 	if n := e.dns.Total(); n != 0 {
-		t.Errorf("Contains sent %d queries", n)
+		t.Errorf("Cached sent %d queries", n)
 	}
 	e.verify(t, allowed, "203.0.113.10")
 	tests := []struct {
@@ -601,22 +645,29 @@ func TestContains(t *testing.T) {
 		advance time.Duration
 		host    string
 		addr    netip.Addr
-		want    bool
+		want    Cached
 	}{
-		{name: "cached", host: allowed, addr: addr, want: true},
-		{name: "cached, name not normalised", host: "ALLOWED.example.test.", addr: addr, want: true},
-		{name: "IPv4-mapped", host: allowed, addr: netip.MustParseAddr("::ffff:203.0.113.10"), want: true},
+		{name: "cached", host: allowed, addr: addr, want: CachedFresh},
+		{name: "cached, name not normalised", host: "ALLOWED.example.test.", addr: addr, want: CachedFresh},
+		{name: "IPv4-mapped", host: allowed, addr: netip.MustParseAddr("::ffff:203.0.113.10"), want: CachedFresh},
 		{name: "other address", host: allowed, addr: netip.MustParseAddr("203.0.113.11")},
 		{name: "other name", host: "other.example.test", addr: addr},
 		{name: "invalid name", host: "*.example.test", addr: addr},
 		{name: "zero address", host: allowed},
-		{name: "expired", advance: 60 * time.Second, host: allowed, addr: addr},
+		{name: "last moment of the TTL", advance: 60*time.Second - 1, host: allowed, addr: addr, want: CachedFresh},
+		{name: "TTL ended: grace", advance: 1, host: allowed, addr: addr, want: CachedGrace},
+		{name: "grace, name not normalised", host: "Allowed.Example.Test", addr: addr, want: CachedGrace},
+		{name: "last moment of the grace", advance: DefaultGrace - 1, host: allowed, addr: addr, want: CachedGrace},
+		{name: "grace ended", advance: 1, host: allowed, addr: addr},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e.clk.Advance(tc.advance)
-			if got := e.r.Contains(tc.host, tc.addr); got != tc.want {
-				t.Errorf("Contains(%q, %v) = %t, want %t", tc.host, tc.addr, got, tc.want)
+			if got := e.r.Cached(tc.host, tc.addr); got != tc.want {
+				t.Errorf("Cached(%q, %v) = %v, want %v", tc.host, tc.addr, got, tc.want)
+			}
+			if got := e.r.Contains(tc.host, tc.addr); got != (tc.want != CachedNone) {
+				t.Errorf("Contains(%q, %v) = %t, want %t", tc.host, tc.addr, got, tc.want != CachedNone)
 			}
 		})
 	}
@@ -639,6 +690,11 @@ func TestNewConfig(t *testing.T) {
 		{name: "negative Timeout", cfg: Config{Timeout: -time.Second}, want: "Timeout -1s is negative"},
 		{name: "MinTTL above MaxTTL", cfg: Config{MinTTL: time.Hour, MaxTTL: time.Minute}, want: "MinTTL 1h0m0s is above MaxTTL 1m0s"},
 		{name: "MinTTL above NegativeTTL", cfg: Config{MinTTL: time.Minute}, want: "is above NegativeTTL"},
+		{name: "NoGrace", cfg: Config{Grace: NoGrace}},
+		{name: "negative MaxQueriesPerSecond", cfg: Config{MaxQueriesPerSecond: -1}, want: "MaxQueriesPerSecond -1 is negative"},
+		{name: "negative Grace other than NoGrace", cfg: Config{Grace: -time.Second}, want: "Grace -1s is negative"},
+		{name: "Now without After", cfg: Config{Now: time.Now}, want: "set both Now and After"},
+		{name: "After without Now", cfg: Config{After: time.After}, want: "set both Now and After"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -654,9 +710,19 @@ func TestNewConfig(t *testing.T) {
 }
 
 func TestOutcomeString(t *testing.T) {
-	for o, want := range map[Outcome]string{Match: "match", Mismatch: "mismatch", 7: "unknown(7)"} {
+	for o, want := range map[Outcome]string{Match: "match", Mismatch: "mismatch", Grace: "grace", 7: "unknown(7)"} {
 		if got := o.String(); got != want {
 			t.Errorf("Outcome(%d).String() = %q, want %q", uint8(o), got, want)
+		}
+	}
+	for o, want := range map[Outcome]bool{Match: true, Grace: true, Mismatch: false, 7: false} {
+		if got := o.Verified(); got != want {
+			t.Errorf("%v.Verified() = %t, want %t", o, got, want)
+		}
+	}
+	for c, want := range map[Cached]string{CachedNone: "none", CachedFresh: "fresh", CachedGrace: "grace", 9: "unknown(9)"} {
+		if got := c.String(); got != want {
+			t.Errorf("Cached(%d).String() = %q, want %q", uint8(c), got, want)
 		}
 	}
 }

@@ -14,7 +14,9 @@ import (
 // response. It works on bytes so that everything a server sends goes
 // through the same unpacking and checks, whatever carried it; the
 // Resolver, not the Transport, decides whether a response answers the
-// query. Exchange must return when ctx ends.
+// query. Exchange must return when ctx ends. The Resolver counts each
+// Exchange as one packet against Config.MaxQueriesPerSecond; NetTransport
+// also charges the packets of its TCP fallback.
 type Transport interface {
 	Exchange(ctx context.Context, server string, query []byte) ([]byte, error)
 }
@@ -45,6 +47,9 @@ func (t NetTransport) Exchange(ctx context.Context, server string, query []byte)
 	// to TCP; the Resolver refuses anything else that comes back.
 	if len(resp) >= headerLen && len(query) >= 2 &&
 		binary.BigEndian.Uint16(resp) == binary.BigEndian.Uint16(query) && resp[2]&tcBit != 0 {
+		if err := chargeTCP(ctx); err != nil { // the Resolver's query budget
+			return nil, err
+		}
 		return t.exchange(ctx, "tcp", server, query)
 	}
 	return resp, nil
