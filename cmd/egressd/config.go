@@ -15,6 +15,7 @@ import (
 	"github.com/egressd/egressd/internal/defaults"
 	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
+	"github.com/egressd/egressd/pkg/resolve"
 )
 
 // Config is the daemon's configuration file (design.md, "Daemon config").
@@ -59,6 +60,18 @@ type Config struct {
 		Resolvers []string      `mapstructure:"resolvers"`
 		CacheMax  int           `mapstructure:"cache_max"`
 		Timeout   time.Duration `mapstructure:"timeout"`
+		// Grace keeps an address verified for a name this long after its
+		// TTL ends (dns_check "grace"): clients cache answers past their
+		// TTL (a JVM 30 s, browsers 60 s) and the VPC resolver's fleet
+		// can hand a client an answer egressd's lookup does not get. The
+		// cost: an address that left the name stays trusted this long. 0
+		// turns it off.
+		Grace time.Duration `mapstructure:"grace"`
+		// MaxQueriesPerSecond bounds the packets egressd sends the
+		// resolvers per second (the Route 53 Resolver takes about 1,024
+		// per ENI); the refresh of the policy's names is never starved by
+		// lookups of unlisted ones.
+		MaxQueriesPerSecond int `mapstructure:"max_queries_per_second"`
 	} `mapstructure:"verify_dns"`
 	Log struct {
 		Format string `mapstructure:"format"` // json | text (operational logs; decisions are always JSON)
@@ -98,6 +111,8 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("verify_dns.resolvers", []string{"169.254.169.253:53"})
 	v.SetDefault("verify_dns.cache_max", 0)
 	v.SetDefault("verify_dns.timeout", "2s")
+	v.SetDefault("verify_dns.grace", resolve.DefaultGrace.String())
+	v.SetDefault("verify_dns.max_queries_per_second", resolve.DefaultMaxQueriesPerSecond)
 	v.SetDefault("log.format", "json")
 	v.SetDefault("log.level", "info")
 	v.SetDefault("log.decisions_file", "")
@@ -225,6 +240,12 @@ func (c *Config) validate() error {
 			if _, _, err := net.SplitHostPort(r); err != nil {
 				bad("verify_dns.resolvers: %q is not host:port (the VPC resolver is 169.254.169.253:53)", r)
 			}
+		}
+		if c.VerifyDNS.Grace < 0 || c.VerifyDNS.Grace > time.Hour {
+			bad("verify_dns.grace %s must be within 0 (off)..1h", c.VerifyDNS.Grace)
+		}
+		if c.VerifyDNS.MaxQueriesPerSecond < 1 || c.VerifyDNS.MaxQueriesPerSecond > 1024 {
+			bad("verify_dns.max_queries_per_second %d must be within 1..1024 (the VPC resolver's limit per ENI)", c.VerifyDNS.MaxQueriesPerSecond)
 		}
 		if c.VerifyDNS.CacheMax < 0 {
 			bad("verify_dns.cache_max %d must be >= 0 (0: chosen from the memory egressd is given)", c.VerifyDNS.CacheMax)

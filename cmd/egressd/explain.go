@@ -139,8 +139,11 @@ type explainDNS struct {
 	addr netip.Addr
 }
 
-func (d explainDNS) Contains(name string, addr netip.Addr) bool {
-	return d.name != "" && name == d.name && addr == d.addr
+func (d explainDNS) Cached(name string, addr netip.Addr) decide.Answer {
+	if d.name != "" && name == d.name && addr == d.addr {
+		return decide.Match
+	}
+	return 0
 }
 
 // nameFrom returns the decision log's name_from for a name on an inspected

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/pkg/decide"
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/nfq"
@@ -158,11 +159,17 @@ func (d *daemon) start(stdout io.Writer) error {
 
 	var verifier engine.Verifier
 	if cfg.VerifyDNS.Enabled {
+		grace := cfg.VerifyDNS.Grace
+		if grace == 0 {
+			grace = resolve.NoGrace
+		}
 		r, err := resolve.New(resolve.Config{
-			Servers:  cfg.VerifyDNS.Resolvers,
-			CacheMax: cfg.VerifyDNS.CacheMax,
-			Timeout:  cfg.VerifyDNS.Timeout,
-			Logger:   log.With("component", "resolver"),
+			Servers:             cfg.VerifyDNS.Resolvers,
+			CacheMax:            cfg.VerifyDNS.CacheMax,
+			Timeout:             cfg.VerifyDNS.Timeout,
+			Grace:               grace,
+			MaxQueriesPerSecond: cfg.VerifyDNS.MaxQueriesPerSecond,
+			Logger:              log.With("component", "resolver"),
 		})
 		if err != nil {
 			return fmt.Errorf("verify_dns: %w", err)
@@ -544,11 +551,29 @@ func loadPolicy(cfg *Config) (*policy.Policy, error) {
 // resolverVerifier adapts pkg/resolve to the engine's Verifier.
 type resolverVerifier struct{ r *resolve.Resolver }
 
-func (v resolverVerifier) Contains(name string, addr netip.Addr) bool {
-	return v.r.Contains(name, addr)
+func (v resolverVerifier) Cached(name string, addr netip.Addr) decide.Answer {
+	switch v.r.Cached(name, addr) {
+	case resolve.CachedFresh:
+		return decide.Match
+	case resolve.CachedGrace:
+		return decide.Grace
+	}
+	return 0
 }
 
-func (v resolverVerifier) Verify(ctx context.Context, name string, addr netip.Addr) (bool, error) {
-	out, err := v.r.Verify(ctx, name, addr)
-	return out == resolve.Match, err
+func (v resolverVerifier) Verify(ctx context.Context, name string, addr netip.Addr, since time.Time) (engine.Verification, error) {
+	res, err := v.r.VerifySince(ctx, name, addr, since)
+	if errors.Is(err, resolve.ErrBudget) {
+		return engine.Verification{}, engine.ErrBudget
+	}
+	out := engine.Verification{Evidence: decide.Evidence{AnswerAge: res.AnswerAge, Addrs: res.Addrs, Requeried: res.Requeried}}
+	switch res.Outcome {
+	case resolve.Match:
+		out.Answer = decide.Match
+	case resolve.Grace:
+		out.Answer = decide.Grace
+	default:
+		out.Answer = decide.Mismatch
+	}
+	return out, err
 }

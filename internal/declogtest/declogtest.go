@@ -16,7 +16,9 @@ import (
 )
 
 // Canonical returns a decision log's lines without the fields that differ
-// between two runs over the same traffic ("time", "latency_us"), each
+// between two runs over the same traffic ("time", "latency_us", and what
+// DNS knew on a mismatch: "dns_answer_age_ms", "dns_addrs",
+// "dns_requeried"), each
 // re-encoded with its keys sorted, the lines sorted: two logs of the same
 // decisions, in whatever order, give the same list.
 func Canonical(log []byte) ([]string, error) {
@@ -31,8 +33,9 @@ func Canonical(log []byte) ([]string, error) {
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			return nil, fmt.Errorf("line %d: %w: %s", n, err, sc.Bytes())
 		}
-		delete(m, "time")
-		delete(m, "latency_us")
+		for _, k := range []string{"time", "latency_us", "dns_answer_age_ms", "dns_addrs", "dns_requeried"} {
+			delete(m, k)
+		}
 		b, err := json.Marshal(m) // map keys come out sorted
 		if err != nil {
 			return nil, err

@@ -39,6 +39,7 @@ package decide
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/policy"
@@ -95,9 +96,19 @@ type Flow struct {
 
 // DNS is what a decision may know of DNS without waiting.
 type DNS interface {
-	// Contains reports whether addr is among the current DNS answers of
-	// name, from a cache, without blocking.
-	Contains(name string, addr netip.Addr) bool
+	// Cached says, from a cache and without blocking, whether addr is
+	// among the current DNS answers of name (Match), was within the grace
+	// after their TTL (Grace), or neither (0: not known).
+	Cached(name string, addr netip.Addr) Answer
+}
+
+// Evidence is what DNS knew when it found a name's destination elsewhere
+// (a dns-mismatch): the decision line says it, so that an operator can
+// tell a stale answer from a lie.
+type Evidence struct {
+	AnswerAge time.Duration // age of the newest answer for the name
+	Addrs     int           // addresses held for the name
+	Requeried bool          // DNS was asked again for this flow
 }
 
 // Answer is how a name that an allow rests on was checked against DNS,
@@ -138,6 +149,9 @@ type Outcome struct {
 	// (matched through the answers of ShadowDNSName on a port without a
 	// name); it is reported only when the verdict is allow.
 	Shadow, ShadowDNSName string
+	// DNS is what DNS knew, on a dns-mismatch (set by the caller with the
+	// answer it resolved the outcome with).
+	DNS Evidence
 
 	lieRule string // the deny rule a false name would meet (policy.Decision.LieRule)
 }
@@ -193,8 +207,10 @@ func (d *Decider) Decide(p *policy.Policy, f *Flow, dns DNS) Outcome {
 	if pd.Verdict != policy.Allow || !pd.Verify {
 		return o
 	}
-	// 6. The allow rests on the name: it must be where DNS puts it.
-	if dns != nil && dns.Contains(f.Name, f.Dst) {
+	// 6. The allow rests on the name: it must be where DNS puts it. An
+	// address in its grace is asked about (the name's answers may have
+	// lapsed: DNS refreshes them first), so only a fresh one answers here.
+	if dns != nil && dns.Cached(f.Name, f.Dst) == Match {
 		o.DNSCheck = declog.CheckVerified
 		return o
 	}
@@ -239,6 +255,10 @@ func (o *Outcome) Fill(r *declog.Record) {
 	r.Undecided = false
 	r.Verdict, r.Reason, r.Rule = o.Verdict, o.Reason, o.Rule
 	r.Name, r.NameFrom, r.ECH, r.DNSCheck = o.Name, o.NameFrom, o.ECH, o.DNSCheck
+	r.DNSAnswerAge, r.DNSAddrs, r.DNSRequeried = 0, 0, false
+	if o.Reason == policy.ReasonDNSMismatch {
+		r.DNSAnswerAge, r.DNSAddrs, r.DNSRequeried = o.DNS.AnswerAge, o.DNS.Addrs, o.DNS.Requeried
+	}
 	if o.Shadowed() {
 		// What the rule on trial would have done; the allow stands.
 		r.Verdict, r.Rule, r.Reason, r.Enforced = policy.Deny, o.Shadow, policy.ReasonRule, false
@@ -284,7 +304,7 @@ func (d *Decider) namesAt(list []string, dst netip.Addr, dns DNS) []string {
 		return nil
 	}
 	for _, n := range list {
-		if dns.Contains(n, dst) {
+		if dns.Cached(n, dst) != 0 {
 			d.names = append(d.names, n)
 		}
 	}

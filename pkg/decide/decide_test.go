@@ -30,7 +30,12 @@ var (
 // cache is a DNS cache of fixed answers.
 type cache map[string]netip.Addr
 
-func (c cache) Contains(name string, a netip.Addr) bool { v, ok := c[name]; return ok && v == a }
+func (c cache) Cached(name string, a netip.Addr) Answer {
+	if v, ok := c[name]; ok && v == a {
+		return Match
+	}
+	return 0
+}
 
 var answers = cache{"allowed.example": web, "paste.example": paste, "git.example": web, "other.example": paste}
 

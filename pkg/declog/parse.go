@@ -43,6 +43,9 @@ type wireLine struct {
 	LatencyUS int64     `json:"latency_us"`
 	ECH       bool      `json:"ech"`
 	DNSCheck  string    `json:"dns_check"`
+	AnswerAge int64     `json:"dns_answer_age_ms"`
+	DNSAddrs  int       `json:"dns_addrs"`
+	Requeried bool      `json:"dns_requeried"`
 	Folded    uint64    `json:"folded"`
 	Since     time.Time `json:"since"`
 	Replay    string    `json:"replay"`
@@ -84,6 +87,7 @@ func Parse(b []byte) (Line, error) {
 	l.Time, l.Name, l.Enforced, l.Rule, l.ECH = w.Time, w.Name, w.Enforced, w.Rule, w.ECH
 	l.SrcPort, l.DstPort, l.Latency = w.Sport, w.Dport, time.Duration(w.LatencyUS)*time.Microsecond
 	l.Folded, l.Since, l.Replay = w.Folded, w.Since, w.Replay
+	l.DNSAnswerAge, l.DNSAddrs, l.DNSRequeried = time.Duration(w.AnswerAge)*time.Millisecond, w.DNSAddrs, w.Requeried
 	if w.Verdict == "" && w.Replay == "" && w.Folded == 0 {
 		return Line{}, ErrNotDecision
 	}

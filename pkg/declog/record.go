@@ -85,6 +85,13 @@ type Record struct {
 	Latency   time.Duration
 	ECH       bool     // written only when true
 	DNSCheck  DNSCheck // written only when set
+	// On a dns-mismatch (written only then): what egressd knew of the
+	// name's answers, "dns_answer_age_ms" (its newest answer's age),
+	// "dns_addrs" (the addresses it held for the name) and
+	// "dns_requeried" (whether it asked DNS again for this flow).
+	DNSAnswerAge time.Duration
+	DNSAddrs     int
+	DNSRequeried bool
 }
 
 // AppendJSON appends the record as one JSON object and a newline, fields in
@@ -119,6 +126,14 @@ func (r *Record) AppendJSON(buf []byte) []byte {
 	}
 	if r.DNSCheck != CheckNone {
 		buf = appendField(buf, "dns_check", r.DNSCheck.String())
+	}
+	if !r.Undecided && r.Reason == policy.ReasonDNSMismatch {
+		buf = append(buf, `,"dns_answer_age_ms":`...)
+		buf = strconv.AppendInt(buf, r.DNSAnswerAge.Milliseconds(), 10)
+		buf = append(buf, `,"dns_addrs":`...)
+		buf = strconv.AppendInt(buf, int64(r.DNSAddrs), 10)
+		buf = append(buf, `,"dns_requeried":`...)
+		buf = strconv.AppendBool(buf, r.DNSRequeried)
 	}
 	return append(buf, "}\n"...)
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -46,13 +47,27 @@ func ParseMode(s string) (Mode, error) {
 // Verifier ties names to addresses through DNS (pkg/resolve implements
 // it). All methods are safe for concurrent use.
 type Verifier interface {
-	// Contains reports, from the cache only and without blocking, whether
-	// addr is among the current DNS answers of name.
-	Contains(name string, addr netip.Addr) bool
-	// Verify looks the name up when the cache cannot answer. An error
-	// means the name could not be verified (reason dns-error).
-	Verify(ctx context.Context, name string, addr netip.Addr) (bool, error)
+	// Cached says, from the cache only and without blocking, whether addr
+	// is among the current DNS answers of name (decide.Match), was within
+	// the grace after their TTL (decide.Grace), or is not known (0).
+	Cached(name string, addr netip.Addr) decide.Answer
+	// Verify asks DNS when the cache cannot answer. since is the flow's
+	// first packet: a mismatch rests only on an answer DNS gave after it.
+	// An error means the name could not be verified (dns-error), or, when
+	// it is ErrBudget, that the resolver's query budget is spent (limit).
+	Verify(ctx context.Context, name string, addr netip.Addr, since time.Time) (Verification, error)
 }
+
+// Verification is DNS's answer: decide.Match, decide.Grace or
+// decide.Mismatch, with what DNS knew.
+type Verification struct {
+	Answer decide.Answer
+	decide.Evidence
+}
+
+// ErrBudget is the Verifier's error when it may send no more queries
+// (its budget per second is spent): the flow is denied, reason limit.
+var ErrBudget = errors.New("the resolver's query budget is spent")
 
 // Config configures an Engine. The zero value of each field is the
 // documented default.

@@ -16,6 +16,7 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/egressd/egressd/internal/pcapgen"
+	"github.com/egressd/egressd/pkg/decide"
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/policy"
 )
@@ -418,25 +419,31 @@ type fakeVerifier struct {
 	calls   int
 }
 
-func (v *fakeVerifier) Contains(name string, a netip.Addr) bool {
+func (v *fakeVerifier) Cached(name string, a netip.Addr) decide.Answer {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.known[name] == a
+	if v.known[name] == a {
+		return decide.Match
+	}
+	return 0
 }
 
-func (v *fakeVerifier) Verify(ctx context.Context, name string, a netip.Addr) (bool, error) {
+func (v *fakeVerifier) Verify(ctx context.Context, name string, a netip.Addr, _ time.Time) (Verification, error) {
 	v.mu.Lock()
 	v.calls++
 	v.mu.Unlock()
 	select {
 	case <-v.release:
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return Verification{}, ctx.Err()
 	}
 	if v.err != nil {
-		return false, v.err
+		return Verification{}, v.err
 	}
-	return v.Contains(name, a), nil
+	if v.Cached(name, a) == decide.Match {
+		return Verification{Answer: decide.Match}, nil
+	}
+	return Verification{Answer: decide.Mismatch, Evidence: decide.Evidence{AnswerAge: time.Second, Addrs: 1, Requeried: true}}, nil
 }
 
 func TestDNSVerification(t *testing.T) {

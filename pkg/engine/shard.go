@@ -241,29 +241,38 @@ func (s *Shard) decideNamed(f *flow) {
 	}
 	s.to(f, verifying)
 	f.pending = o
-	gen, dst, name := f.gen, f.info.Dst, f.info.Name
+	gen, dst, name, since := f.gen, f.info.Dst, f.info.Name, f.start
 	ctx, cancel := context.WithDeadline(e.ctx, f.start.Add(e.cfg.HelloTimeout))
 	f.cancel = cancel
 	e.verifyWG.Add(1)
 	go func() {
 		defer e.verifyWG.Done()
 		defer cancel()
-		ok, err := e.cfg.Verifier.Verify(ctx, name, dst)
-		answer := decide.Match
+		v, err := e.cfg.Verifier.Verify(ctx, name, dst, since)
+		answer := v.Answer
 		switch {
+		case errors.Is(err, ErrBudget):
+			answer = 0 // not an answer: the flow is denied at the limit below
 		case err != nil:
 			answer = decide.Error
 			e.stats.VerifyErrors.Add(1)
-		case !ok:
-			answer = decide.Mismatch
+		case answer == decide.Mismatch:
 			e.stats.VerifyMismatches.Add(1)
+		case answer == decide.Grace:
+			e.stats.VerifyGraces.Add(1)
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if f.gen != gen || f.st != verifying {
 			return // timed out, or evicted, and decided meanwhile
 		}
-		s.finish(f, f.pending.Resolve(answer), 0)
+		if answer == 0 {
+			s.deny(f, LimitResolver)
+			return
+		}
+		o := f.pending.Resolve(answer)
+		o.DNS = v.Evidence
+		s.finish(f, o, 0)
 	}()
 }
 

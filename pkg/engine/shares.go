@@ -86,9 +86,6 @@ func Limits() []Limit {
 	return out
 }
 
-// poolLimit is the limit a pool's refusal counts as.
-var poolLimit = [numResources]Limit{ResFlows: LimitFlows, ResHeld: LimitHeld, ResBytes: LimitBytes, ResVerify: LimitVerify}
-
 // source is one source address's use of a shard's pools.
 type source struct {
 	addr [4]byte

@@ -17,6 +17,7 @@ type Stats struct {
 	limits [numLimits]atomic.Uint64 // flows denied at a limit, by limit
 
 	VerifyHits       atomic.Uint64 // names verified from the cache
+	VerifyGraces     atomic.Uint64 // names verified only within the grace after their TTL
 	VerifyMismatches atomic.Uint64 // destination not among the name's answers
 	VerifyErrors     atomic.Uint64 // resolver errors and timeouts
 

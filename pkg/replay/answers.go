@@ -7,7 +7,10 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/egressd/egressd/pkg/decide"
+	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
 
@@ -70,14 +73,24 @@ func (v *staticVerifier) Contains(name string, addr netip.Addr) bool {
 	return slices.Contains(v.answers[name], addr)
 }
 
-func (v *staticVerifier) Verify(_ context.Context, name string, addr netip.Addr) (bool, error) {
+func (v *staticVerifier) Cached(name string, addr netip.Addr) decide.Answer {
+	if v.Contains(name, addr) {
+		return decide.Match
+	}
+	return 0
+}
+
+func (v *staticVerifier) Verify(_ context.Context, name string, addr netip.Addr, _ time.Time) (engine.Verification, error) {
 	// The context's deadline is in capture time's terms and has long
 	// passed on the wall clock: these answers need no waiting anyway.
 	if _, ok := v.answers[name]; !ok {
 		v.noteUnresolved(name)
-		return false, errUnresolved
+		return engine.Verification{}, errUnresolved
 	}
-	return v.Contains(name, addr), nil
+	if v.Contains(name, addr) {
+		return engine.Verification{Answer: decide.Match}, nil
+	}
+	return engine.Verification{Answer: decide.Mismatch, Evidence: decide.Evidence{Addrs: len(v.answers[name])}}, nil
 }
 
 // maxUnresolved bounds the names the summary lists.

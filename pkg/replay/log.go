@@ -107,6 +107,9 @@ func (rd *redecider) decide(p *policy.Policy, l *declog.Record) declog.Record {
 	o := rd.decider.Decide(p, &f, dns)
 	if o.Verify {
 		o = o.Resolve(dns.answer(f.Name))
+		if o.Reason == policy.ReasonDNSMismatch && l.Reason == policy.ReasonDNSMismatch {
+			o.DNS = decide.Evidence{AnswerAge: l.DNSAnswerAge, Addrs: l.DNSAddrs, Requeried: l.DNSRequeried}
+		}
 	}
 	rec := declog.Record{
 		Time: l.Time, Src: l.Src, SrcPort: l.SrcPort, Dst: l.Dst, DstPort: l.DstPort, Proto: l.Proto,
@@ -123,19 +126,24 @@ type lineDNS struct {
 	static *staticVerifier
 }
 
-func (d lineDNS) Contains(name string, addr netip.Addr) bool {
+func (d lineDNS) Cached(name string, addr netip.Addr) decide.Answer {
 	l := d.line
 	if addr == l.Dst && name == l.Name && name != "" {
 		switch {
 		case l.NameFrom == declog.FromDNS:
-			return true // the daemon matched the name by the destination's DNS answers
-		case l.NameFrom.Read() && (l.DNSCheck == declog.CheckVerified || l.DNSCheck == declog.CheckGrace):
-			return true // the daemon verified the name at the destination
+			return decide.Match // the daemon matched the name by the destination's DNS answers
+		case l.NameFrom.Read() && l.DNSCheck == declog.CheckVerified:
+			return decide.Match // the daemon verified the name at the destination
+		case l.NameFrom.Read() && l.DNSCheck == declog.CheckGrace:
+			return decide.Grace
 		case l.NameFrom.Read() && (l.Reason == policy.ReasonDNSMismatch || l.Reason == policy.ReasonDNSError):
-			return false // the daemon found it elsewhere, or could not tell
+			return 0 // the daemon found it elsewhere, or could not tell
 		}
 	}
-	return d.static != nil && d.static.Contains(name, addr)
+	if d.static != nil && d.static.Contains(name, addr) {
+		return decide.Match
+	}
+	return 0
 }
 
 // answer is DNS's answer for an allow that rests on name, which the line
@@ -143,10 +151,12 @@ func (d lineDNS) Contains(name string, addr netip.Addr) bool {
 func (d lineDNS) answer(name string) decide.Answer {
 	l := d.line
 	if name == l.Name && l.NameFrom.Read() {
-		switch l.Reason {
-		case policy.ReasonDNSMismatch:
+		switch {
+		case l.DNSCheck == declog.CheckGrace:
+			return decide.Grace
+		case l.Reason == policy.ReasonDNSMismatch:
 			return decide.Mismatch
-		case policy.ReasonDNSError:
+		case l.Reason == policy.ReasonDNSError:
 			return decide.Error
 		}
 	}
