@@ -197,6 +197,55 @@ func TestFloodHeldBytes(t *testing.T) {
 	}
 }
 
+// TestFloodHeadBuffers: the flow-head bytes pool (limits.buffer_bytes).
+// Every TCP flow that sends a byte of its head is lent a buffer of twice
+// hello.max_bytes (32 KiB by default, pkg/classify), so a byte per flow
+// over many flows ties up far more of egressd's memory than it sends. The
+// attacker opens 1200 flows and sends one byte on each at the stream
+// offsets 0, 4, 8 and 12 KiB (a page of the buffer each: the bytes are
+// written there, so the memory is really used), all held. With
+// limits.buffer_bytes at 4 MiB (128 such buffers), the attacker's flows
+// past its share must be denied at it (limit buffer_bytes): 1200 buffers
+// are 37.5 MiB, and nothing else bounds them but limits.flows (chosen as
+// 65536 on a t4g.small: 2 GiB of buffers, the instance's whole memory;
+// the worst case egressd computes counts limits.buffer_bytes for them).
+// The victim still gets through. Fails while the pool is not drawn from.
+func TestFloodHeadBuffers(t *testing.T) {
+	const (
+		flows, batch = 1200, 200
+		bufferBytes  = 4 << 20
+	)
+	f := startFlood(t, false, "", fmt.Sprintf("EGRESSD_LIMITS_BUFFER_BYTES=%d", bufferBytes))
+	rss, _, err := lab.VmRSS(f.E.PID())
+	must(t, err)
+	inet := capture(t, f.setup, f.Inet, "i0", attackerFilter("tcp"))
+	r := f.run(t, []time.Duration{time.Second, 2 * time.Second}, func() (int, error) {
+		opened := 0
+		for opened < flows {
+			cs, err := f.fl.Handshakes(lab.ServerAddr, 443, batch, time.Second)
+			if err != nil {
+				return opened, err
+			}
+			for _, c := range cs {
+				for _, off := range []int{0, 4 << 10, 8 << 10, 12 << 10} {
+					if err := f.fl.Send(c, off, []byte{0x16}); err != nil {
+						return opened, err
+					}
+				}
+			}
+			opened += len(cs)
+		}
+		return opened, nil
+	})
+	wantNoPayload(t, stop(t, inet), "a byte of the attacker's undecided flows")
+	r.logFigures(t, f)
+	t.Logf("figures: egressd's RSS grew by %d KiB (from %d KiB) for the attacker's %d flows of 4 bytes each", r.maxRSS-rss, rss, r.flows)
+	if r.limits["buffer_bytes"] == 0 {
+		t.Errorf("none of the attacker's %d flows, each holding a %d KiB head buffer, was denied at limits.buffer_bytes (%d KiB): the pool bounds nothing (limits %s)",
+			r.flows, 2*16384>>10, bufferBytes>>10, formatCounts(r.limits))
+	}
+}
+
 // wantHeldPool fails t unless the flood filled the held-packet pool (flows
 // denied at held_packets) and the kernel queue never filled: no drop, and
 // never as many packets waiting as it holds.
