@@ -153,6 +153,91 @@ func TestFloodSYN(t *testing.T) {
 	}
 }
 
+// TestFloodKernelFailOpen: the same bare SYNs as TestFloodSYN, from four
+// raw sockets at once (what one host sends here, several times what
+// egressd reads under -race), with fail_open. A flood must not fill the
+// kernel's queue: once it is full, the kernel accepts every further packet
+// unmarked (NFQA_CFG_F_FAIL_OPEN; it counts them nowhere, not even in
+// queue_dropped), so anyone's packets, the attacker's among them, cross
+// undecided. Meanwhile the attacker sends hellos naming
+// denied.example.test on 64 flows it opened before the flood: each must be
+// denied by rule, and none of their bytes may reach the server. The
+// victim must still get through. Fails while nothing bounds what one source
+// puts in the queue: the engine's fair shares bound what it holds, not
+// what arrives.
+func TestFloodKernelFailOpen(t *testing.T) {
+	const (
+		senders, each = 4, 8000
+		hellos        = 64
+		queueLen      = 8192 // queue.len's default
+	)
+	f := startFlood(t, true, "", "EGRESSD_LIMITS_FLOWS=512")
+	must(t, f.AnyIPInet("203.0.113.128/25"))
+	hello := clientHello(t, &tls.Config{ServerName: "denied.example.test"})
+	cs, err := f.fl.Handshakes(lab.OtherAddr, 443, hellos, 3*time.Second)
+	must(t, err)
+	if len(cs) != hellos {
+		t.Fatalf("%d of %d handshakes completed", len(cs), hellos)
+	}
+	inet := capture(t, f.setup, f.Inet, "i0", attackerFilter("tcp")+" and dst host "+lab.OtherAddr)
+	r := f.run(t, []time.Duration{500 * time.Millisecond}, func() (int, error) {
+		var wg sync.WaitGroup
+		errs := make(chan error, senders+1)
+		for range senders {
+			wg.Go(func() {
+				for range each {
+					if err := f.fl.SYN(netip.AddrFrom4([4]byte{203, 0, 113, byte(128 + rand.IntN(127))}), lab.RandomPort(), 443); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			for _, c := range cs {
+				time.Sleep(15 * time.Millisecond)
+				if err := f.fl.Send(c, 0, hello); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+		wg.Wait()
+		close(errs)
+		return senders*each + hellos, <-errs
+	})
+	pkts := stop(t, inet)
+	r.logFigures(t, f)
+
+	var denied []lab.Decision
+	for _, d := range f.E.Decisions() {
+		if d.Src == lab.AttackerAddr && d.Dst == lab.OtherAddr {
+			denied = append(denied, d)
+		}
+	}
+	wantDenied(t, denied, "rule", "incomplete")
+	crossed := map[int]bool{}
+	for _, p := range pkts {
+		if p.Payload > 0 {
+			crossed[p.SrcPort] = true
+		}
+	}
+	snis := 0
+	for _, name := range f.Servers.SNIs() {
+		if name == "denied.example.test" {
+			snis++
+		}
+	}
+	t.Logf("figures: of the attacker's %d hellos for denied.example.test, %v denied by rule (egressd_decisions_total; the lines are folded), %d crossed the NAT; the server read %d",
+		hellos, r.decided["tcp deny rule"], len(crossed), snis)
+	if r.maxWaiting >= queueLen {
+		t.Errorf("the kernel queue filled (%d packets waiting, queue.len %d): past it the kernel accepts packets unmarked", r.maxWaiting, queueLen)
+	}
+	if len(crossed) > 0 || snis > 0 {
+		t.Errorf("%d of the attacker's hellos for a denied name crossed the NAT undecided, and the server read %d", len(crossed), snis)
+	}
+}
+
 // TestFloodHeldBytes: the attacker opens real handshakes to the lab's
 // server and sends the first byte of a ClientHello on each again and
 // again: identical overlaps, each accepted and held in the kernel's queue
