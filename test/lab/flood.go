@@ -34,7 +34,8 @@ const (
 // namespace at a high rate: bare SYNs, UDP datagrams, and handshakes of
 // many flows at once (RawTCP flows that share its sockets). The client's
 // own stack is told to keep out of it: its resets from that address are
-// dropped by an OUTPUT rule in the client namespace.
+// dropped by an OUTPUT rule in the client namespace. SYN, UDP and Send may
+// be called from several goroutines at once; Port and Handshakes may not.
 type Flooder struct {
 	l          *Lab
 	src        netip.Addr
