@@ -474,8 +474,10 @@ func TestFloodDNSLabels(t *testing.T) {
 	if float64(asked) > allowed {
 		t.Errorf("the resolver got %d queries from the attacker's names in %s, more than its rate allows (%.0f)", asked, r.took.Round(time.Millisecond), allowed)
 	}
-	if r.limits["dns_rate"] == 0 || limitedLines(f.E, lab.AttackerAddr)["dns_rate"] == 0 {
-		t.Errorf("the attacker's lookups were not rate limited: limits %v, debug lines %v", r.limits, limitedLines(f.E, lab.AttackerAddr))
+	// The victim's few lookups are far within its burst: every dns_rate
+	// denial is the attacker's.
+	if r.limits["dns_rate"] == 0 || r.decided["tcp deny limit"] < r.limits["dns_rate"] {
+		t.Errorf("the attacker's lookups were not rate limited: decisions %s, limits %s", formatCounts(r.decided), formatCounts(r.limits))
 	}
 	for _, v := range f.victims {
 		if strings.Contains(v.what, "new name") && v.err == nil {
