@@ -31,8 +31,13 @@ func natQueues(t *testing.T, s *setup) map[uint64]queueState {
 	if err != nil {
 		t.Fatalf("nfnetlink_queue: %v: %s", err, out)
 	}
+	return parseQueues(string(out))
+}
+
+// parseQueues reads the lines of /proc/net/netfilter/nfnetlink_queue.
+func parseQueues(text string) map[uint64]queueState {
 	qs := map[uint64]queueState{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 8 {
 			continue

@@ -100,7 +100,12 @@ func (c *Capture) Stop() ([]CapturedPacket, error) {
 	time.Sleep(100 * time.Millisecond)
 	c.cancel()
 	<-c.done
-	f, err := os.Open(c.Path)
+	return ReadPcap(c.Path)
+}
+
+// ReadPcap reads the packets of a pcap file (a capture's, or a recording).
+func ReadPcap(path string) ([]CapturedPacket, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
