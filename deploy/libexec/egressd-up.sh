@@ -15,6 +15,7 @@
 #                                the IPv4 default route; they may be the same
 #   EGRESSD_QUEUE_FIRST, EGRESSD_QUEUE_COUNT   NFQUEUE numbers (default 0 and 2)
 #   EGRESSD_FAIL_OPEN            true adds --fail-open (default false)
+#   EGRESSD_SOURCE_RATE          --source-rate: packets/s one source may send the queues (default 5000)
 #   EGRESSD_INSPECT_PORTS_TCP, EGRESSD_INSPECT_PORTS_UDP   (default 80,443 and 443)
 #   EGRESSD_IPTABLES_SCRIPT      default /usr/libexec/egressd/egressd-iptables.sh
 #
@@ -93,7 +94,8 @@ up() {
 	local args=(apply --private "$private" --public "$public"
 		--queues "${EGRESSD_QUEUE_FIRST:-0}:${EGRESSD_QUEUE_COUNT:-2}"
 		--inspect-tcp "${EGRESSD_INSPECT_PORTS_TCP-80,443}"
-		--inspect-udp "${EGRESSD_INSPECT_PORTS_UDP-443}")
+		--inspect-udp "${EGRESSD_INSPECT_PORTS_UDP-443}"
+		--source-rate "${EGRESSD_SOURCE_RATE:-5000}")
 	case "${EGRESSD_FAIL_OPEN:-false}" in
 	true | 1) args+=(--fail-open) ;;
 	false | 0) ;;

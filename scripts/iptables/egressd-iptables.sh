@@ -3,7 +3,7 @@
 #
 # Usage:
 #   egressd-iptables.sh apply  --private IF --public IF [--queues FIRST:COUNT] [--fail-open]
-#                              [--inspect-tcp 80,443] [--inspect-udp 443]
+#                              [--inspect-tcp 80,443] [--inspect-udp 443] [--source-rate 5000]
 #   egressd-iptables.sh remove [--private IF --public IF]
 #   egressd-iptables.sh status     exit 0 when every rule is in place; 3 when some are missing;
 #                                  4 when a rule runs before one of egressd's jumps (it is named)
@@ -23,12 +23,13 @@
 #       destination unreachable, public -> private (REPLY),
 #         no longer than the header it quotes  ACCEPT  (path MTU, unreachables; the bound below)
 #       anything else                          DROP    (see --fail-open)
-#     private -> public TCP SYN                NFQUEUE (CIDR-only flows are decided on the SYN)
+#     private -> public TCP SYN                EGRESSD_Q (CIDR-only flows are decided on the SYN)
 #     private -> public TCP -> EGRESSD_HEAD:
 #       no payload, a bare header (below)      ACCEPT  (the handshake's ACK: nothing to decide)
 #       no payload, any other header           DROP    (options an undecided flow has no use for; see --fail-open)
-#       with payload                           NFQUEUE
-#     private -> public UDP                    NFQUEUE
+#       with payload                           EGRESSD_Q
+#     private -> public UDP                    EGRESSD_Q
+#     EGRESSD_Q: a source over --source-rate packets/s DROP, the rest NFQUEUE (below)
 #     public -> private TCP -> EGRESSD_REPLY:
 #       SYN flag, no payload                   ACCEPT  (the SYN-ACK; its options stripped in mangle)
 #       no payload, a bare header              ACCEPT
@@ -42,6 +43,16 @@
 #   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface.
 #   ip6tables filter FORWARD -> EGRESSD: DROP (IPv6 is not filtered, so it is never forwarded).
 #   sysctl net.netfilter.nf_conntrack_tcp_loose=0: TCP without a handshake is INVALID.
+#
+# Each source's share of the queues: egressd gives every source a fair share of what it
+# holds, but the kernel's queue fills at the rate packets arrive, whoever sends them, and a
+# full queue drops everyone's new flows (or, with --fail-open, accepts them unmarked). So what
+# goes to the queues passes a per-source rate first (hashlimit by source address, in
+# EGRESSD_Q): past --source-rate packets per second (bursts of twice as many; default 5000,
+# far above what one host's new flows need: two queued packets per TCP flow, the SYN and its
+# hello; 0 turns it off) a source's packets are dropped before the queue, failing closed for
+# that source alone; its clients retransmit. Keep the rate below what egressd decides per
+# second on this instance (make bench-lab), so that no single source can fill the queues.
 #
 # Nothing the two ends choose crosses an undecided flow but the handshake. Its segments carry
 # no payload (tested exactly, below), and their TCP options are limited twice:
@@ -123,7 +134,7 @@ MARK_ALLOW=0x1
 MARK_DENY=0x2
 MARK_MASK=0x3
 
-CHAINS_FILTER=(EGRESSD EGRESSD_HEAD EGRESSD_REPLY EGRESSD_ICMP)
+CHAINS_FILTER=(EGRESSD EGRESSD_HEAD EGRESSD_REPLY EGRESSD_ICMP EGRESSD_Q)
 
 usage() {
 	sed -n '2,/^set -euo/p' "$0" | sed -e 's/^# \{0,1\}//' -e '/^set -euo/d'
@@ -138,7 +149,7 @@ cmd="${1:-}"
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 
-private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443"
+private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--private) private="${2:-}"; shift 2 ;;
@@ -147,6 +158,7 @@ while [ $# -gt 0 ]; do
 	--fail-open) fail_open=1; shift ;;
 	--inspect-tcp) inspect_tcp="${2:-}"; shift 2 ;;
 	--inspect-udp) inspect_udp="${2:-}"; shift 2 ;;
+	--source-rate) source_rate="${2:-}"; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -232,15 +244,16 @@ ruleset_filter() {
 :EGRESSD_HEAD - [0:0]
 :EGRESSD_REPLY - [0:0]
 :EGRESSD_ICMP - [0:0]
+:EGRESSD_Q - [0:0]
 -A EGRESSD -m conntrack --ctstate INVALID -j DROP
 -A EGRESSD -m mark ! --mark 0x0/$MARK_MASK -j CONNMARK --save-mark --nfmask $MARK_MASK --ctmask $MARK_MASK
 -A EGRESSD -m connmark --mark $MARK_ALLOW/$MARK_MASK -j ACCEPT
 -A EGRESSD -p tcp -m connmark --mark $MARK_DENY/$MARK_MASK -j REJECT --reject-with tcp-reset
 -A EGRESSD -m connmark --mark $MARK_DENY/$MARK_MASK -j DROP
 -A EGRESSD -p icmp -m conntrack --ctstate RELATED -j EGRESSD_ICMP
--A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp --syn -j $q
+-A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp --syn -j EGRESSD_Q
 -A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp -j EGRESSD_HEAD
--A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p udp -j $q
+-A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p udp -j EGRESSD_Q
 -A EGRESSD -i $public -o $private -m conntrack --ctdir REPLY -p tcp -j EGRESSD_REPLY
 -A EGRESSD -i $public -o $private -m conntrack --ctdir REPLY -p udp -j $r
 -A EGRESSD -j DROP
@@ -252,7 +265,11 @@ RULES
 	while read -r m; do
 		echo "-A EGRESSD_HEAD $m -j $r"
 	done < <(no_payload_matches)
-	echo "-A EGRESSD_HEAD -j $q"
+	echo "-A EGRESSD_HEAD -j EGRESSD_Q"
+	if [ "$source_rate" -gt 0 ]; then
+		echo "-A EGRESSD_Q -m hashlimit --hashlimit-above $source_rate/sec --hashlimit-burst $((2 * source_rate)) --hashlimit-mode srcip --hashlimit-name egressd-src --hashlimit-htable-max 65536 --hashlimit-htable-expire 10000 -j DROP"
+	fi
+	echo "-A EGRESSD_Q -j $q"
 	while read -r m; do
 		echo "-A EGRESSD_REPLY -p tcp --tcp-flags SYN SYN $m -j ACCEPT"
 	done < <(no_payload_matches)
@@ -364,6 +381,7 @@ apply() {
 	fi
 	valid_ports "$inspect_tcp" || die "--inspect-tcp must be a comma-separated port list"
 	valid_ports "$inspect_udp" || die "--inspect-udp must be a comma-separated port list"
+	[[ "$source_rate" =~ ^[0-9]{1,7}$ ]] || die "--source-rate must be packets per second per source (0: no limit)"
 
 	# Chains first (atomically, per table), then the jumps into them.
 	ruleset_filter | "${IPTABLES}-restore" -w --noflush
@@ -376,7 +394,7 @@ apply() {
 	ensure_first "$IPTABLES" mangle FORWARD EGRESSD_FWD
 	ensure_first "$IPTABLES" nat POSTROUTING EGRESSD_NAT
 	set_tcp_loose 0
-	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open)"
+	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open, source-rate $source_rate/s)"
 }
 
 remove() {

@@ -53,11 +53,18 @@ type flood struct {
 // before any flood: a baseline, and the caches warm.
 func startFlood(t *testing.T, failOpen bool, config string, env ...string) *flood {
 	t.Helper()
-	if failOpen {
+	return startFloodRules(t, lab.Rules{FailOpen: failOpen}, config, env...)
+}
+
+// startFloodRules is startFlood with the rules' other options.
+func startFloodRules(t *testing.T, rules lab.Rules, config string, env ...string) *flood {
+	t.Helper()
+	if rules.FailOpen {
 		config += "fail_open: true\n"
 	}
 	env = append([]string{metricsEnv, "EGRESSD_QUEUE_COUNT=1"}, env...)
-	s := start(t, floodPolicy, lab.Rules{Queues: "0:1", FailOpen: failOpen}, lab.EgressdOptions{Config: config, Env: env})
+	rules.Queues = "0:1"
+	s := start(t, floodPolicy, rules, lab.EgressdOptions{Config: config, Env: env})
 	must(t, s.StartQUIC())
 	fl, err := s.NewFlooder(lab.AttackerAddr)
 	must(t, err)

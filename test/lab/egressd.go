@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,7 +54,10 @@ func BuildEgressd(dir string) (string, error) {
 type Rules struct {
 	Queues   string // FIRST:COUNT; "" is 0:2
 	FailOpen bool
-	IPTables string // the iptables binary: "" (iptables), "iptables-legacy", "iptables-nft"
+	// SourceRate is --source-rate, packets per second one source may send
+	// the queues; 0 leaves the script's default.
+	SourceRate int
+	IPTables   string // the iptables binary: "" (iptables), "iptables-legacy", "iptables-nft"
 }
 
 // Script runs egressd-iptables.sh with args in the NAT namespace.
@@ -78,6 +82,9 @@ func (l *Lab) ApplyRules(r Rules) error {
 	}
 	if r.FailOpen {
 		args = append(args, "--fail-open")
+	}
+	if r.SourceRate > 0 {
+		args = append(args, "--source-rate", strconv.Itoa(r.SourceRate))
 	}
 	out, err := l.Script(r, args...)
 	if err != nil {
