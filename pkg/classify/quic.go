@@ -113,7 +113,7 @@ func (f *QUICFlow) Reset(maxBytes int) {
 	f.decided = false
 	f.version = nil
 	f.dcidLen = 0
-	f.keys = quicInitialKeys{}
+	f.keys.clear()
 	f.largestPN = -1
 	f.stream.reset(maxBytes)
 }
@@ -127,7 +127,7 @@ func (f *QUICFlow) Release() {
 	if !f.decided {
 		f.Reset(f.limit)
 	}
-	f.keys = quicInitialKeys{}
+	f.keys.clear()
 }
 
 // Feed reads one client-to-server UDP payload of the flow. It returns

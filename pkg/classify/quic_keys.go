@@ -5,9 +5,7 @@ import (
 	"crypto/cipher"
 	"crypto/sha256"
 	"fmt"
-	"io"
-
-	"golang.org/x/crypto/hkdf"
+	"hash"
 )
 
 // quicVersion holds what differs between the QUIC versions for a client's
@@ -74,6 +72,7 @@ type quicInitialKeys struct {
 	aead cipher.AEAD  // AES-128-GCM with the "quic key"
 	hp   cipher.Block // AES-128 with the "quic hp" key
 	iv   [quicIVLen]byte
+	mac  hmacSHA256 // HKDF's state, kept across flows
 }
 
 // quicClientSecrets derives the client's Initial secrets from the client's
@@ -86,15 +85,67 @@ type quicInitialKeys struct {
 // The values are returned for the tests, which check them against the
 // RFCs' intermediate values.
 func quicClientSecrets(v *quicVersion, dcid []byte) (clientSecret [32]byte, key [quicKeyLen]byte, iv [quicIVLen]byte, hp [quicKeyLen]byte) {
-	initial := hkdf.Extract(sha256.New, dcid, v.salt)
-	hkdfExpandLabel(clientSecret[:], initial, "client in")
-	hkdfExpandLabel(key[:], clientSecret[:], v.keyLabel)
-	hkdfExpandLabel(iv[:], clientSecret[:], v.ivLabel)
-	hkdfExpandLabel(hp[:], clientSecret[:], v.hpLabel)
+	var h hmacSHA256
+	return h.clientSecrets(v, dcid)
+}
+
+func (h *hmacSHA256) clientSecrets(v *quicVersion, dcid []byte) (clientSecret [32]byte, key [quicKeyLen]byte, iv [quicIVLen]byte, hp [quicKeyLen]byte) {
+	initial := h.sum(v.salt, dcid, nil) // HKDF-Extract: HMAC(salt, IKM) (RFC 5869 section 2.2)
+	h.expandLabel(clientSecret[:], initial[:], "client in")
+	h.expandLabel(key[:], clientSecret[:], v.keyLabel)
+	h.expandLabel(iv[:], clientSecret[:], v.ivLabel)
+	h.expandLabel(hp[:], clientSecret[:], v.hpLabel)
 	return clientSecret, key, iv, hp
 }
 
-// hkdfExpandLabel fills out with HKDF-Expand-Label(secret, label, "",
+// hmacSHA256 is HMAC-SHA-256 (RFC 2104) over one SHA-256 state that is
+// reset for every use, so that a flow's key derivation allocates nothing
+// once the state exists: crypto/hmac and crypto/hkdf build a new HMAC,
+// with two new hash states, for every key, which was 46 of a QUIC flow's
+// allocations. Keys here are at most a block (the salts, a 32-byte
+// secret), which HMAC uses as they are, zero-padded.
+type hmacSHA256 struct {
+	h hash.Hash
+	// Scratch, here rather than on the stack: what goes through the
+	// hash.Hash interface would escape, one allocation each.
+	pad   [sha256.BlockSize]byte
+	inner [sha256.Size]byte
+	out   [sha256.Size]byte
+	info  [2 + 1 + 6 + 16 + 1 + 1]byte
+}
+
+// sum returns HMAC(key, a || b).
+func (m *hmacSHA256) sum(key, a, b []byte) [sha256.Size]byte {
+	if m.h == nil {
+		m.h = sha256.New()
+	}
+	if len(key) > sha256.BlockSize {
+		panic("classify: HMAC key longer than a block") // the keys are constants and secrets of this file
+	}
+	m.keyPad(key, 0x36)
+	m.h.Reset()
+	m.h.Write(m.pad[:])
+	m.h.Write(a)
+	m.h.Write(b)
+	m.h.Sum(m.inner[:0])
+	m.keyPad(key, 0x5c)
+	m.h.Reset()
+	m.h.Write(m.pad[:])
+	m.h.Write(m.inner[:])
+	m.h.Sum(m.out[:0])
+	return m.out
+}
+
+func (m *hmacSHA256) keyPad(key []byte, pad byte) {
+	for i := range m.pad {
+		m.pad[i] = pad
+	}
+	for i, c := range key {
+		m.pad[i] ^= c
+	}
+}
+
+// expandLabel fills out with HKDF-Expand-Label(secret, label, "",
 // len(out)) of RFC 8446 section 7.1 with SHA-256:
 //
 //	struct {
@@ -103,25 +154,30 @@ func quicClientSecrets(v *quicVersion, dcid []byte) (clientSecret [32]byte, key 
 //	    opaque context<0..255> = Context;
 //	} HkdfLabel;
 //
-// The labels are constants of this file and out is at most 32 bytes, so it
-// cannot fail; a failure would be a bug here, not bad input.
-func hkdfExpandLabel(out, secret []byte, label string) {
+// out is at most 32 bytes, so HKDF-Expand (RFC 5869 section 2.3) is its
+// first block alone: T(1) = HMAC(secret, HkdfLabel || 0x01).
+func (m *hmacSHA256) expandLabel(out, secret []byte, label string) {
 	const prefix = "tls13 "
-	var buf [2 + 1 + len(prefix) + 16 + 1]byte
-	info := append(buf[:0], byte(len(out)>>8), byte(len(out)), byte(len(prefix)+len(label)))
+	if len(out) > sha256.Size {
+		panic("classify: HKDF-Expand-Label longer than a block") // the lengths are constants of this file
+	}
+	if len(label) > 16 {
+		panic("classify: HKDF-Expand-Label label longer than 16 bytes") // the labels are constants of this file
+	}
+	info := append(m.info[:0], byte(len(out)>>8), byte(len(out)), byte(len(prefix)+len(label)))
 	info = append(info, prefix...)
 	info = append(info, label...)
-	info = append(info, 0) // empty context
-	if _, err := io.ReadFull(hkdf.Expand(sha256.New, secret, info), out); err != nil {
-		panic(fmt.Sprintf("classify: HKDF-Expand-Label %q: %v", label, err))
-	}
+	info = append(info, 0, 1) // empty context; the block counter
+	t := m.sum(secret, info, nil)
+	copy(out, t[:])
 }
 
 // setup derives the client's Initial keys for dcid and builds the ciphers.
-// This is the per-flow cost: HKDF and two AES key schedules plus a GCM
-// instance, which the standard library allocates.
+// This is the per-flow cost: HKDF (on the flow's reused HMAC state, no
+// allocation) and two AES key schedules plus a GCM instance, which the
+// standard library allocates (it has no way to key a cipher again).
 func (k *quicInitialKeys) setup(v *quicVersion, dcid []byte) {
-	_, key, iv, hp := quicClientSecrets(v, dcid)
+	_, key, iv, hp := k.mac.clientSecrets(v, dcid)
 	k.aead = newAESGCM(key[:])
 	block, err := aes.NewCipher(hp[:])
 	if err != nil {
@@ -141,4 +197,9 @@ func newAESGCM(key []byte) cipher.AEAD {
 		panic(fmt.Sprintf("classify: AES-GCM: %v", err))
 	}
 	return aead
+}
+
+// clear drops the keys; the HMAC state stays for the next flow.
+func (k *quicInitialKeys) clear() {
+	k.aead, k.hp, k.iv = nil, nil, [quicIVLen]byte{}
 }
