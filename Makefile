@@ -22,7 +22,7 @@ LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION)
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
-BENCHLAB_FLAGS ?= -json $(BIN)/bench-lab.json
+BENCHLAB_FLAGS ?= -json $(BIN)/bench-lab.json -md BENCHMARKS.md -svg BENCHMARKS.svg
 FILES      = git ls-files --cached --others --exclude-standard
 PREREQS   := ./scripts/prereqs/prereqs.sh
 BUILD      = $(GOBUILD) -o $(BIN)/egressd ./cmd/egressd
@@ -73,7 +73,7 @@ bench: ## Go benchmarks (allocs reported); BENCHTIME to change the run length
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 .PHONY: bench-lab
-bench-lab: ## TLS conn/s and handshake latency in the lab: plain NAT vs egressd, Squid, nginx (root, ~6 min; BENCHLAB_FLAGS)
+bench-lab: ## TLS conn/s, handshake latency and a long flow in the lab: plain NAT vs egressd, Squid, nginx, written to BENCHMARKS.md (root, peers installed first; BENCHLAB_FLAGS)
 	@$(PREREQS) $(strip build lab bench $(if $(findstring -perf,$(BENCHLAB_FLAGS)),profile))
 	$(GO) build -o $(BIN)/benchlab ./test/bench
 	$(BIN)/benchlab $(BENCHLAB_FLAGS)

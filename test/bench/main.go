@@ -27,6 +27,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,7 +46,8 @@ const (
 	extraSources = 15
 )
 
-// benchPolicy allows the bench's name on 443 and nothing else.
+// benchPolicy allows the bench's name on 443, the long flows' server on
+// iperfPort by address, and nothing else.
 const benchPolicy = `version: 1
 default: deny
 rules:
@@ -52,31 +55,90 @@ rules:
     domains: [` + benchName + `]
     ports: [443]
     action: allow
+  - name: bench-long-flow
+    cidrs: [` + lab.ServerAddr + `/32]
+    ports: [5201]
+    proto: tcp
+    action: allow
 `
 
 type options struct {
 	warmup, duration time.Duration
-	reps, workers    int
-	modes            []string // seq, par
+	reps             int
+	concs            []int    // connections at a time, one table each
 	hellos           []string // x25519, mlkem
-	scenarios        []string // plain, egressd, squid, nginx
+	scenarios        []string // plain, egressd, squid, nginx, and the variants' names
+	variants         map[string]variant
 	http             bool
 	egressd          string // prebuilt binary; "" builds ./cmd/egressd
 	jsonOut          string
 	perfDir          string
+	longFlow         time.Duration // iperf3 per scenario and round; 0: none
+	mdOut, svgOut    string
 }
+
+// variant is egressd set up differently, measured beside the others in
+// the same run (an A/B of a lever): more arguments to the rules script,
+// more EGRESSD_* environment, or another binary.
+type variant struct {
+	rules []string // egressd-iptables.sh apply arguments
+	env   []string // EGRESSD_KEY=VALUE
+	bin   string   // "" is the run's egressd binary
+}
+
+// parseVariant reads NAME=SPEC, SPEC being space-separated words:
+// --flag and --flag=value go to the rules script (--flag=value as two
+// arguments), EGRESSD_KEY=VALUE to egressd's environment, bin=PATH names
+// another binary.
+func parseVariant(arg string) (string, variant, error) {
+	var v variant
+	name, spec, ok := strings.Cut(arg, "=")
+	if !ok || name == "" || strings.ContainsAny(name, ", ") {
+		return "", v, fmt.Errorf("-variant %q: want NAME=SPEC", arg)
+	}
+	if _, taken := setups[name]; taken {
+		return "", v, fmt.Errorf("-variant %q: %s is a scenario's name", arg, name)
+	}
+	for _, w := range strings.Fields(spec) {
+		switch {
+		case strings.HasPrefix(w, "--"):
+			flag, val, hasVal := strings.Cut(w, "=")
+			v.rules = append(v.rules, flag)
+			if hasVal {
+				v.rules = append(v.rules, val)
+			}
+		case strings.HasPrefix(w, "EGRESSD_") && strings.Contains(w, "="):
+			v.env = append(v.env, w)
+		case strings.HasPrefix(w, "bin="):
+			v.bin = strings.TrimPrefix(w, "bin=")
+		default:
+			return "", v, fmt.Errorf("-variant %q: %q is neither --flag[=value], EGRESSD_KEY=VALUE nor bin=PATH", arg, w)
+		}
+	}
+	return name, v, nil
+}
+
+// variantFlags collects repeated -variant flags.
+type variantFlags []string
+
+func (f *variantFlags) String() string     { return strings.Join(*f, " ") }
+func (f *variantFlags) Set(s string) error { *f = append(*f, s); return nil }
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("benchlab", flag.ContinueOnError)
 	var o options
-	var modes, hellos, scenarios string
+	var concs, hellos, scenarios string
+	var variants variantFlags
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up before each measurement, not counted")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each measurement")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of each measurement (interleaved across scenarios); medians are reported")
-	fs.IntVar(&o.workers, "workers", 16, "concurrent connections in the parallel mode")
-	fs.StringVar(&modes, "modes", "seq,par", "seq (1 connection at a time) and/or par (-workers at a time)")
+	fs.StringVar(&concs, "conc", "1,16,64", "connections at a time: one table per value")
 	fs.StringVar(&hellos, "hellos", "x25519,mlkem", "ClientHello variants: x25519 (one segment) and/or mlkem (Go's default, X25519MLKEM768: two segments)")
-	fs.StringVar(&scenarios, "scenarios", "plain,egressd,squid,nginx", "what the NAT runs; plain is the baseline and always runs")
+	fs.StringVar(&scenarios, "scenarios", "plain,egressd,squid,nginx", "what the NAT runs; plain is the baseline and always runs; a -variant's NAME is one more")
+	fs.Var(&variants, "variant", "NAME=SPEC: egressd set up differently, measured as scenario NAME (repeatable); SPEC: space-separated --rules-flag[=value], EGRESSD_KEY=VALUE, bin=PATH")
+	fs.DurationVar(&o.longFlow, "long-flow", 5*time.Second, "one long TCP flow (iperf3) per scenario and round, for this long; 0: none")
+	fs.StringVar(&o.mdOut, "md", "", "write the report as Markdown (BENCHMARKS.md) to this file")
+	fs.StringVar(&o.svgOut, "svg", "", "write the chart (SVG) to this file")
 	fs.BoolVar(&o.http, "http", true, "after the handshake, GET / and read the response (the server closes); false: close after the handshake")
 	fs.StringVar(&o.egressd, "egressd", "", "egressd binary to measure (default: build ./cmd/egressd)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement as JSON to this file")
@@ -87,15 +149,30 @@ func parseFlags(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	o.modes, o.hellos = splitList(modes), splitList(hellos)
+	o.hellos = splitList(hellos)
+	for _, c := range splitList(concs) {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 || n > 1024 {
+			return o, fmt.Errorf("-conc: %q is not a number of connections (1..1024)", c)
+		}
+		o.concs = append(o.concs, n)
+	}
+	o.variants = map[string]variant{}
+	for _, arg := range variants {
+		name, v, err := parseVariant(arg)
+		if err != nil {
+			return o, err
+		}
+		o.variants[name] = v
+	}
 	o.scenarios = splitList(scenarios)
+	for _, arg := range variants {
+		if name, _, _ := strings.Cut(arg, "="); !contains(o.scenarios, name) {
+			o.scenarios = append(o.scenarios, name)
+		}
+	}
 	if len(o.scenarios) == 0 || o.scenarios[0] != scenPlain {
 		o.scenarios = append([]string{scenPlain}, without(o.scenarios, scenPlain)...)
-	}
-	for _, m := range o.modes {
-		if m != modeSeq && m != modePar {
-			return o, fmt.Errorf("-modes: %q is neither %s nor %s", m, modeSeq, modePar)
-		}
 	}
 	for _, h := range o.hellos {
 		if h != helloX25519 && h != helloMLKEM {
@@ -103,12 +180,13 @@ func parseFlags(args []string) (options, error) {
 		}
 	}
 	for _, s := range o.scenarios {
-		if _, ok := setups[s]; !ok {
-			return o, fmt.Errorf("-scenarios: unknown %q (plain, egressd, squid, nginx)", s)
+		_, scen := setups[s]
+		if _, vari := o.variants[s]; !scen && !vari {
+			return o, fmt.Errorf("-scenarios: unknown %q (plain, egressd, squid, nginx, or a -variant's name)", s)
 		}
 	}
-	if o.reps < 1 || o.workers < 1 || o.duration <= 0 || o.warmup < 0 {
-		return o, errors.New("-reps and -workers must be >= 1, -duration > 0, -warmup >= 0")
+	if o.reps < 1 || len(o.concs) == 0 || o.duration <= 0 || o.warmup < 0 || o.longFlow < 0 {
+		return o, errors.New("-reps >= 1, -conc not empty, -duration > 0, -warmup >= 0 and -long-flow >= 0 are needed")
 	}
 	return o, nil
 }
@@ -183,13 +261,17 @@ type bench struct {
 	self    string // this binary, for the client
 	tmp     string
 	scens   []*scenario
-	skipped map[string]string // scenario -> why it did not run
 	results []result
+	long    []longResult
 	started time.Time
+	// loadStart is the load average when the run began: the machine may
+	// be shared, and the report says how busy it was.
+	loadStart string
 }
 
 func (b *bench) run(ctx context.Context) error {
 	b.started = time.Now()
+	b.loadStart = loadAvg()
 	var err error
 	if b.self, err = os.Executable(); err != nil {
 		return err
@@ -203,28 +285,26 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	bin := b.o.egressd
-	if bin == "" && contains(b.o.scenarios, scenEgressd) {
+	if bin == "" && (contains(b.o.scenarios, scenEgressd) || len(b.o.variants) > 0) {
 		fmt.Fprintln(os.Stderr, "benchlab: building ./cmd/egressd")
 		if bin, err = lab.BuildEgressd(b.tmp); err != nil {
 			return err
 		}
 	}
-	b.skipped = map[string]string{}
+	// Every scenario asked for must run: a peer that cannot start fails
+	// the run (make bench-lab installs the peers first), so a table never
+	// silently lacks the comparison it was run for.
 	for _, name := range b.o.scenarios {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		fmt.Fprintf(os.Stderr, "benchlab: setting up %s\n", name)
-		s, err := newScenario(ctx, name, bin, b.self)
+		s, err := newScenario(ctx, name, bin, b.self, b.o.variants)
 		if s != nil {
 			b.scens = append(b.scens, s)
 		}
 		if err != nil {
-			if name == scenPlain || name == scenEgressd || ctx.Err() != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			b.skipped[name] = err.Error()
-			fmt.Fprintf(os.Stderr, "benchlab: %s does not run: %v\n", name, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	if err := b.measureAll(ctx); err != nil {
@@ -236,39 +316,52 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := b.writeDocs(); err != nil {
+		return err
+	}
 	if b.o.perfDir != "" {
 		return b.profile(ctx)
 	}
 	return nil
 }
 
-// measureAll runs every measurement: per mode and hello, reps rounds of
-// every scenario in turn (A B C D A B C D ...).
+// measureAll runs every measurement: per concurrency and hello, reps
+// rounds of every scenario in turn (A B C D A B C D ...), then the long
+// flows, reps rounds of every scenario in turn.
 func (b *bench) measureAll(ctx context.Context) error {
-	var live []*scenario
-	for _, s := range b.scens {
-		if s.err == nil {
-			live = append(live, s)
-		}
-	}
-	total := len(b.o.modes) * len(b.o.hellos) * b.o.reps * len(live)
+	total := len(b.o.concs) * len(b.o.hellos) * b.o.reps * len(b.scens)
 	n := 0
-	for _, mode := range b.o.modes {
+	for _, conc := range b.o.concs {
 		for _, hello := range b.o.hellos {
 			for rep := 1; rep <= b.o.reps; rep++ {
-				for _, s := range live {
+				for _, s := range b.scens {
 					n++
-					fmt.Fprintf(os.Stderr, "benchlab: [%d/%d] %s %s %s rep %d ... ", n, total, mode, hello, s.name, rep)
-					r, err := b.measure(ctx, s, mode, hello, rep)
+					fmt.Fprintf(os.Stderr, "benchlab: [%d/%d] conc %d %s %s rep %d ... ", n, total, conc, hello, s.name, rep)
+					r, err := b.measure(ctx, s, conc, hello, rep)
 					if err != nil {
 						fmt.Fprintln(os.Stderr, "failed")
-						return fmt.Errorf("%s %s %s rep %d: %w", s.name, mode, hello, rep, err)
+						return fmt.Errorf("%s conc %d %s rep %d: %w", s.name, conc, hello, rep, err)
 					}
 					fmt.Fprintf(os.Stderr, "%.0f conn/s, p50 %s, p99 %s, errors %d\n",
 						r.ConnPerSec, us(r.Client.P50), us(r.Client.P99), r.Client.Errors)
 					b.results = append(b.results, r)
 				}
 			}
+		}
+	}
+	if b.o.longFlow == 0 {
+		return nil
+	}
+	for rep := 1; rep <= b.o.reps; rep++ {
+		for _, s := range b.scens {
+			fmt.Fprintf(os.Stderr, "benchlab: long flow %s rep %d ... ", s.name, rep)
+			r, err := b.measureLong(ctx, s, rep)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "failed")
+				return fmt.Errorf("long flow %s rep %d: %w", s.name, rep, err)
+			}
+			fmt.Fprintf(os.Stderr, "%.2f Gbit/s\n", r.BitsPerSec/1e9)
+			b.long = append(b.long, r)
 		}
 	}
 	return nil
@@ -297,11 +390,7 @@ func contains(list []string, x string) bool {
 }
 
 // clientArgs are the client subcommand's arguments for one measurement.
-func (b *bench) clientArgs(s *scenario, mode, hello string, warmup, duration time.Duration) []string {
-	workers := 1
-	if mode == modePar {
-		workers = b.o.workers
-	}
+func (b *bench) clientArgs(s *scenario, workers int, hello string, warmup, duration time.Duration) []string {
 	return []string{"client",
 		"-addr", lab.ServerAddr + ":443", "-sni", benchName, "-ca", s.lab.CA.PEMPath,
 		"-hello", hello, "-workers", fmt.Sprint(workers),
@@ -327,12 +416,13 @@ func (b *bench) runClient(ctx context.Context, s *scenario, args []string) (clie
 	return r, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), err
 }
 
-// profile runs one extra parallel measurement per hello against egressd
-// with perf record attached to it; these are not in the tables.
+// profile runs one extra measurement per hello at the highest concurrency
+// against egressd with perf record attached to it; these are not in the
+// tables.
 func (b *bench) profile(ctx context.Context) error {
 	var s *scenario
 	for _, x := range b.scens {
-		if x.name == scenEgressd && x.err == nil {
+		if x.name == scenEgressd {
 			s = x
 		}
 	}
@@ -360,8 +450,9 @@ func (b *bench) profile(ctx context.Context) error {
 			return fmt.Errorf("perf record: %w", err)
 		}
 		time.Sleep(500 * time.Millisecond) // perf attaches
-		fmt.Fprintf(os.Stderr, "benchlab: profiling egressd, par %s ... ", hello)
-		r, merr := b.measure(ctx, s, modePar, hello, 0)
+		conc := slices.Max(b.o.concs)
+		fmt.Fprintf(os.Stderr, "benchlab: profiling egressd, conc %d %s ... ", conc, hello)
+		r, merr := b.measure(ctx, s, conc, hello, 0)
 		_ = perf.Process.Signal(syscall.SIGINT)
 		_ = perf.Wait() // ends with the SIGINT it was sent
 		if merr != nil {
@@ -371,8 +462,8 @@ func (b *bench) profile(ctx context.Context) error {
 			return fmt.Errorf("perf record wrote no %s: %s", out, perfLog.String())
 		}
 		fmt.Fprintf(os.Stderr, "%.0f conn/s, %d handshakes\n", r.ConnPerSec, r.Client.Handshakes)
-		fmt.Printf("\nprofile %s: par %s, %.0f conn/s, %d handshakes; egressd used %s of CPU (%s per handshake, from /proc)\n",
-			out, hello, r.ConnPerSec, r.Client.Handshakes, r.ProcCPU, us(perConn(r.ProcCPU, r.Client.Handshakes)))
+		fmt.Printf("\nprofile %s: conc %d %s, %.0f conn/s, %d handshakes; egressd used %s of CPU (%s per handshake, from /proc)\n",
+			out, conc, hello, r.ConnPerSec, r.Client.Handshakes, r.ProcCPU, us(perConn(r.ProcCPU, r.Client.Handshakes)))
 		if err := perfReport(os.Stdout, out, r.Client.Handshakes); err != nil {
 			return err
 		}

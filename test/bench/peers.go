@@ -22,6 +22,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/egressd/egressd/internal/netnstest"
 	"github.com/egressd/egressd/test/lab"
 )
 
@@ -32,8 +33,9 @@ import (
 // transparent proxy is deployed.
 
 const (
-	squidPort = 3129 // https_port intercept
-	nginxPort = 8443 // stream listen
+	squidPort     = 3129  // https_port intercept
+	nginxPort     = 8443  // stream listen
+	nginxLongPort = 15201 // stream listen: the long flows, relayed as TCP
 )
 
 // peer is a proxy process started for the bench.
@@ -45,17 +47,17 @@ type peer struct {
 	err  error
 }
 
-// startPeer starts bin in the NAT namespace in a process group of its own
+// startPeer starts bin in namespace ns in a process group of its own
 // (nginx forks workers), with its output in dir/<name>.out, and waits
-// until it accepts connections on port.
-func startPeer(ctx context.Context, l *lab.Lab, name, dir string, port int, bin string, args ...string) (*peer, error) {
+// until it accepts connections on host:port there.
+func startPeer(ctx context.Context, l *lab.Lab, ns *netnstest.NS, name, dir, host string, port int, bin string, args ...string) (*peer, error) {
 	out, err := os.Create(filepath.Join(dir, name+".out"))
 	if err != nil {
 		return nil, err
 	}
 	defer out.Close()
 	// Not tied to ctx: the peer is stopped by stop, after the bench.
-	cmd := lab.Command(context.Background(), l.NAT, bin, args...)
+	cmd := lab.Command(context.Background(), ns, bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -63,10 +65,10 @@ func startPeer(ctx context.Context, l *lab.Lab, name, dir string, port int, bin 
 	}
 	p := &peer{name: name, cmd: cmd, dir: dir, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		c, err := l.NAT.DialContext(ctx, "tcp", addr)
+		c, err := ns.DialContext(ctx, "tcp", addr)
 		if err == nil {
 			c.Close()
 			return p, nil
@@ -115,15 +117,18 @@ func tail(b []byte, n int) string {
 }
 
 // redirect sends the clients' TLS (TCP 443 arriving on the private side)
-// to a local port of the NAT, on top of plain NAT.
-func redirect(l *lab.Lab, port int) error {
+// to a local port of the NAT, and their long flows (TCP iperfPort) to
+// another, on top of plain NAT.
+func redirect(l *lab.Lab, port, longPort int) error {
 	if err := l.ApplyPlainNAT(); err != nil {
 		return err
 	}
-	out, err := lab.Exec(context.Background(), l.NAT, "iptables", "-w", "-t", "nat", "-A", "PREROUTING",
-		"-i", lab.PrivateIF, "-p", "tcp", "--dport", "443", "-j", "REDIRECT", "--to-ports", strconv.Itoa(port))
-	if err != nil {
-		return fmt.Errorf("iptables REDIRECT: %v: %s", err, out)
+	for from, to := range map[int]int{443: port, iperfPort: longPort} {
+		out, err := lab.Exec(context.Background(), l.NAT, "iptables", "-w", "-t", "nat", "-A", "PREROUTING",
+			"-i", lab.PrivateIF, "-p", "tcp", "--dport", strconv.Itoa(from), "-j", "REDIRECT", "--to-ports", strconv.Itoa(to))
+		if err != nil {
+			return fmt.Errorf("iptables REDIRECT: %v: %s", err, out)
+		}
 	}
 	return nil
 }
@@ -185,6 +190,13 @@ acl allowed_sni ssl::server_name {{.Name}}
 ssl_bump peek step1
 ssl_bump splice allowed_sni
 ssl_bump terminate all
+
+# The bench's long flows (iperf3, no TLS) reach this port too, and are
+# tunnelled to their destination: what Squid does with a flow it lets
+# through without a name.
+acl long_flow dst {{.LongDst}}
+on_unsupported_protocol tunnel long_flow
+on_unsupported_protocol respond all
 `))
 
 // nginx (Debian's nginx with libnginx-mod-stream) as a transparent SNI
@@ -215,12 +227,19 @@ stream {
 		proxy_pass $egress_upstream;
 		proxy_connect_timeout 5s;
 	}
+	# The bench's long flows (iperf3, no TLS), relayed as TCP.
+	server {
+		listen {{.LongPort}} reuseport;
+		proxy_pass {{.LongDst}};
+		proxy_connect_timeout 5s;
+	}
 }
 `))
 
 type peerParams struct {
 	Dir, DNS, ClientNet, Name string
-	Port                      int
+	Port, LongPort            int
+	LongDst                   string // the long flows' server: an address (Squid), address:port (nginx)
 }
 
 func writeConf(t *template.Template, path string, p peerParams) error {
@@ -245,18 +264,18 @@ func startSquid(ctx context.Context, l *lab.Lab) (*peer, error) {
 		return nil, err
 	}
 	conf := filepath.Join(dir, "squid.conf")
-	if err := writeConf(squidConf, conf, peerParams{Dir: dir, DNS: lab.DNSAddr, ClientNet: clientNet, Name: benchName, Port: squidPort}); err != nil {
+	if err := writeConf(squidConf, conf, peerParams{Dir: dir, DNS: lab.DNSAddr, ClientNet: clientNet, Name: benchName, Port: squidPort, LongDst: lab.ServerAddr}); err != nil {
 		return nil, err
 	}
 	if out, err := lab.Exec(ctx, l.NAT, bin, "-k", "parse", "-f", conf); err != nil {
 		return nil, fmt.Errorf("squid -k parse: %v: %s", err, tail(out, 2000))
 	}
-	if err := redirect(l, squidPort); err != nil {
+	if err := redirect(l, squidPort, squidPort); err != nil {
 		return nil, err
 	}
 	// -N: no daemon, no worker kids; Debian's unit runs --foreground with
 	// the same single worker.
-	return startPeer(ctx, l, "squid", dir, squidPort, bin, "-N", "-f", conf)
+	return startPeer(ctx, l, l.NAT, "squid", dir, "127.0.0.1", squidPort, bin, "-N", "-f", conf)
 }
 
 // startNginx sets up the nginx scenario in l.
@@ -273,17 +292,18 @@ func startNginx(ctx context.Context, l *lab.Lab) (*peer, error) {
 		return nil, err
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := writeConf(nginxConf, conf, peerParams{Dir: dir, DNS: lab.DNSAddr, Name: benchName, Port: nginxPort}); err != nil {
+	if err := writeConf(nginxConf, conf, peerParams{Dir: dir, DNS: lab.DNSAddr, Name: benchName, Port: nginxPort,
+		LongPort: nginxLongPort, LongDst: net.JoinHostPort(lab.ServerAddr, strconv.Itoa(iperfPort))}); err != nil {
 		return nil, err
 	}
 	args := []string{"-p", dir + "/", "-c", conf, "-e", filepath.Join(dir, "error.log")}
 	if out, err := lab.Exec(ctx, l.NAT, bin, append(args, "-t")...); err != nil {
 		return nil, fmt.Errorf("nginx -t: %v: %s", err, tail(out, 2000))
 	}
-	if err := redirect(l, nginxPort); err != nil {
+	if err := redirect(l, nginxPort, nginxLongPort); err != nil {
 		return nil, err
 	}
-	return startPeer(ctx, l, "nginx", dir, nginxPort, bin, args...)
+	return startPeer(ctx, l, l.NAT, "nginx", dir, "127.0.0.1", nginxPort, bin, args...)
 }
 
 // selfSigned writes name.pem and name.key (ECDSA P-256) into dir, owned by

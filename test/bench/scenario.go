@@ -25,12 +25,6 @@ const (
 	scenNginx   = "nginx"   // REDIRECT to nginx, stream ssl_preread
 )
 
-// Modes: how many connections at a time.
-const (
-	modeSeq = "seq"
-	modePar = "par"
-)
-
 // scenario is one lab with one thing on its NAT.
 type scenario struct {
 	name    string
@@ -38,19 +32,12 @@ type scenario struct {
 	sources []string // the client's addresses, used in turn
 	egressd *lab.Egressd
 	peer    *peer
-	err     error // set up failed: not measured
+	iperf   *peer // the long flows' server, in inet
 }
 
 var setups = map[string]func(ctx context.Context, s *scenario, egressdBin string) error{
-	scenPlain: func(_ context.Context, s *scenario, _ string) error { return s.lab.ApplyPlainNAT() },
-	scenEgressd: func(_ context.Context, s *scenario, bin string) error {
-		if err := s.lab.ApplyRules(lab.Rules{}); err != nil {
-			return err
-		}
-		e, err := s.lab.StartEgressd(lab.EgressdOptions{Binary: bin, Policy: benchPolicy})
-		s.egressd = e
-		return err
-	},
+	scenPlain:   func(_ context.Context, s *scenario, _ string) error { return s.lab.ApplyPlainNAT() },
+	scenEgressd: func(_ context.Context, s *scenario, bin string) error { return s.startEgressd(bin, variant{}) },
 	scenSquid: func(ctx context.Context, s *scenario, _ string) (err error) {
 		s.peer, err = startSquid(ctx, s.lab)
 		return err
@@ -61,25 +48,45 @@ var setups = map[string]func(ctx context.Context, s *scenario, egressdBin string
 	},
 }
 
-// newScenario builds a lab and sets name up in it; client is the benchlab
-// binary, run as the load generator. A scenario is returned whenever a lab
-// was made, for close, with err set if it cannot be measured.
-func newScenario(ctx context.Context, name, egressdBin, client string) (*scenario, error) {
+// startEgressd applies egressd's rules (with v's extra arguments) and
+// starts egressd (v's binary or bin, with v's environment).
+func (s *scenario) startEgressd(bin string, v variant) error {
+	if err := s.lab.ApplyRules(lab.Rules{Extra: v.rules}); err != nil {
+		return err
+	}
+	if v.bin != "" {
+		bin = v.bin
+	}
+	e, err := s.lab.StartEgressd(lab.EgressdOptions{Binary: bin, Policy: benchPolicy, Env: v.env})
+	s.egressd = e
+	return err
+}
+
+// newScenario builds a lab and sets name up in it (a scenario of setups,
+// or one of variants); client is the benchlab binary, run as the load
+// generator. A scenario is returned whenever a lab was made, for close.
+func newScenario(ctx context.Context, name, egressdBin, client string, variants map[string]variant) (*scenario, error) {
 	l, err := lab.Create()
 	if l == nil {
 		return nil, err
 	}
-	s := &scenario{name: name, lab: l, err: err}
+	s := &scenario{name: name, lab: l}
 	if err == nil {
 		err = s.addSources()
 	}
 	if err == nil {
-		err = setups[name](ctx, s, egressdBin)
+		if v, ok := variants[name]; ok {
+			err = s.startEgressd(egressdBin, v)
+		} else {
+			err = setups[name](ctx, s, egressdBin)
+		}
+	}
+	if err == nil {
+		err = s.startIperf(ctx)
 	}
 	if err == nil {
 		err = s.check(ctx, client)
 	}
-	s.err = err
 	return s, err
 }
 
@@ -125,8 +132,10 @@ func decodeClient(out []byte) (clientResult, error) {
 }
 
 func (s *scenario) close() error {
-	if s.peer != nil {
-		s.peer.stop()
+	for _, p := range []*peer{s.peer, s.iperf} {
+		if p != nil {
+			p.stop()
+		}
 	}
 	return s.lab.Close() // stops egressd too
 }
@@ -328,7 +337,7 @@ func parseQueues(b []byte) (queueCounters, error) {
 // result is one measurement.
 type result struct {
 	Scenario string       `json:"scenario"`
-	Mode     string       `json:"mode"`
+	Conc     int          `json:"concurrency"`
 	Hello    string       `json:"hello"`
 	Rep      int          `json:"rep"`
 	Client   clientResult `json:"client"`
@@ -347,13 +356,13 @@ type result struct {
 
 // measure runs the client once against s and reads the counters around
 // it.
-func (b *bench) measure(ctx context.Context, s *scenario, mode, hello string, rep int) (result, error) {
-	r := result{Scenario: s.name, Mode: mode, Hello: hello, Rep: rep}
+func (b *bench) measure(ctx context.Context, s *scenario, conc int, hello string, rep int) (result, error) {
+	r := result{Scenario: s.name, Conc: conc, Hello: hello, Rep: rep}
 	before, err := s.snapshot()
 	if err != nil {
 		return r, err
 	}
-	c, clientCPU, err := b.runClient(ctx, s, b.clientArgs(s, mode, hello, b.o.warmup, b.o.duration))
+	c, clientCPU, err := b.runClient(ctx, s, b.clientArgs(s, conc, hello, b.o.warmup, b.o.duration))
 	if err != nil {
 		return r, err
 	}

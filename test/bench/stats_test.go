@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -168,7 +169,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "plain is added first", args: []string{"-scenarios", "nginx,egressd"}, want: []string{"plain", "nginx", "egressd"}},
 		{name: "plain moved first", args: []string{"-scenarios", "egressd, plain"}, want: []string{"plain", "egressd"}},
 		{name: "unknown scenario", args: []string{"-scenarios", "haproxy"}, wantErr: true},
-		{name: "unknown mode", args: []string{"-modes", "burst"}, wantErr: true},
+		{name: "bad concurrency", args: []string{"-conc", "1,many"}, wantErr: true},
+		{name: "a variant is a scenario", args: []string{"-scenarios", "egressd", "-variant", "q4=--queues=0:4"}, want: []string{"plain", "egressd", "q4"}},
 		{name: "unknown hello", args: []string{"-hellos", "p256"}, wantErr: true},
 		{name: "no reps", args: []string{"-reps", "0"}, wantErr: true},
 		{name: "stray argument", args: []string{"now"}, wantErr: true},
@@ -218,25 +220,98 @@ func TestHelloSize(t *testing.T) {
 	}
 }
 
-func TestTargetNote(t *testing.T) {
+func TestVerdict(t *testing.T) {
+	med := func(v float64) spread { return spread{Med: v, Min: v, Max: v, N: 1} }
+	c := func(conc int, ratio, added, added99 float64) cell {
+		return cell{scenario: "egressd", conc: conc, ratio: med(ratio), added: med(added), added99: med(added99)}
+	}
+	nginx := cell{scenario: "nginx", ratio: med(0.8), added: med(140)}
 	tests := []struct {
-		name         string
-		mode         string
-		ratio, added float64
-		want         string
+		name  string
+		c     cell
+		peers []cell
+		want  string
 	}{
-		{"sequential, both met", modeSeq, 0.85, 80, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MEETS it (0.85x, +80µs)"},
-		{"sequential, latency missed", modeSeq, 0.9, 420, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MISSES it (0.90x, +420µs)"},
-		{"sequential, rate missed", modeSeq, 0.35, 50, "target (>= 0.80x plain conn/s, <= +100µs p50): egressd MISSES it (0.35x, +50µs)"},
-		{"parallel: latency is queueing, not judged", modePar, 0.8, 5000, "target (>= 0.80x plain conn/s): egressd MEETS it (0.80x)"},
-		{"parallel, rate missed", modePar, 0.66, 10, "target (>= 0.80x plain conn/s): egressd MISSES it (0.66x)"},
+		{"one at a time, all met", c(1, 0.97, 40, 200), []cell{nginx},
+			"target (>= 0.95x plain conn/s, <= +50µs p50, <= +250µs p99, ahead of the peers): egressd MEETS it (0.97x, +40µs, +200µs)"},
+		{"one at a time, latency missed", c(1, 0.96, 90, 300), nil,
+			"target (>= 0.95x plain conn/s, <= +50µs p50, <= +250µs p99): egressd MISSES it (0.96x, +90µs, +300µs): +p50 +90µs > +50µs (by 40µs); +p99 +300µs > +250µs (by 50µs)"},
+		{"16 at a time: latency is queueing, not judged", c(16, 0.99, 5000, 9000), nil,
+			"target (>= 0.95x plain conn/s): egressd MEETS it (0.99x)"},
+		{"rate missed, behind a peer", c(16, 0.75, 0, 0), []cell{nginx},
+			"target (>= 0.95x plain conn/s, ahead of the peers): egressd MISSES it (0.75x): conn/s 0.75x < 0.95x (by 20%); conn/s not ahead of nginx (0.75x vs 0.80x)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := targetNote(tc.mode, spread{Med: tc.ratio, N: 1}, spread{Med: tc.added, N: 1})
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("targetNote (-want +got):\n%s", diff)
+			if diff := cmp.Diff(tc.want, verdict(tc.c, tc.peers)); diff != "" {
+				t.Errorf("verdict (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestParseVariant(t *testing.T) {
+	tests := []struct {
+		arg     string
+		name    string
+		want    variant
+		wantErr bool
+	}{
+		{arg: "fanout=--queue-cpu-fanout EGRESSD_QUEUE_COUNT=2", name: "fanout",
+			want: variant{rules: []string{"--queue-cpu-fanout"}, env: []string{"EGRESSD_QUEUE_COUNT=2"}}},
+		{arg: "q4=--queues=0:4 EGRESSD_QUEUE_COUNT=4 bin=/tmp/e", name: "q4",
+			want: variant{rules: []string{"--queues", "0:4"}, env: []string{"EGRESSD_QUEUE_COUNT=4"}, bin: "/tmp/e"}},
+		{arg: "nospec", wantErr: true},
+		{arg: "egressd=--x", wantErr: true},
+		{arg: "x=GOGC=off", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.arg, func(t *testing.T) {
+			name, v, err := parseVariant(tc.arg)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseVariant(%q): error %v, want error %t", tc.arg, err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if name != tc.name {
+				t.Errorf("name %q, want %q", name, tc.name)
+			}
+			if diff := cmp.Diff(tc.want, v, cmp.AllowUnexported(variant{})); diff != "" {
+				t.Errorf("variant (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestChartAndMarkdown(t *testing.T) {
+	o, err := parseFlags([]string{"-conc", "1,16", "-reps", "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{o: o}
+	for _, s := range o.scenarios {
+		for _, conc := range o.concs {
+			for _, hello := range o.hellos {
+				for rep := 1; rep <= 2; rep++ {
+					r := result{Scenario: s, Conc: conc, Hello: hello, Rep: rep, ConnPerSec: 100 * float64(rep)}
+					r.Client.P50, r.Client.P99, r.Client.Handshakes = time.Millisecond, 3*time.Millisecond, 500
+					b.results = append(b.results, r)
+				}
+			}
+		}
+		b.long = append(b.long, longResult{Scenario: s, Rep: 1, BitsPerSec: 9e9, Seconds: 5})
+	}
+	svg := string(b.chart())
+	for _, want := range []string{"<svg", "egressd", "nginx", "squid", "target 0.95×", "</svg>"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("the chart lacks %q", want)
+		}
+	}
+	md := string(b.markdown("bench.svg"))
+	for _, want := range []string{"![", "bench.svg", "## Machine", "shared", "### concurrency 16, hello mlkem", "## A long flow", "MISSES"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("BENCHMARKS.md lacks %q", want)
+		}
 	}
 }

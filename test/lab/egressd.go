@@ -58,6 +58,8 @@ type Rules struct {
 	// the queues; 0 leaves the script's default.
 	SourceRate int
 	IPTables   string // the iptables binary: "" (iptables), "iptables-legacy", "iptables-nft"
+	// Extra are more arguments to apply, after the ones above.
+	Extra []string
 }
 
 // Script runs egressd-iptables.sh with args in the NAT namespace.
@@ -86,6 +88,7 @@ func (l *Lab) ApplyRules(r Rules) error {
 	if r.SourceRate > 0 {
 		args = append(args, "--source-rate", strconv.Itoa(r.SourceRate))
 	}
+	args = append(args, r.Extra...)
 	out, err := l.Script(r, args...)
 	if err != nil {
 		return fmt.Errorf("egressd-iptables.sh apply: %v: %s", err, out)
