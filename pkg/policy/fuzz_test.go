@@ -205,6 +205,10 @@ func FuzzDecide(f *testing.F) {
 				t.Fatalf("pending flow left undecided although a deny rule matched: %+v", d)
 			}
 		}
+		if d.Final && q.Pending && q.Proto == TCP && p.SYNUndecided(q.Port) {
+			// The rules forward SYNs to such a port without holding them.
+			t.Fatalf("port %d is SYN-undecided, but a SYN to it was decided %s by %s\n%s", q.Port, d.Verdict, d.Rule, text)
+		}
 		if d.Final && q.Pending && q.Inspected {
 			// Final on the SYN: every name must give the same verdict and rule.
 			for _, n := range append([]string{""}, fuzzNames...) {
