@@ -83,6 +83,10 @@ type Config struct {
 		DecisionsKeep  int           `mapstructure:"decisions_keep"`   // rotated files kept
 		FoldPerSource  int           `mapstructure:"fold_per_source"`  // denied flows/s per source logged one by one; 0: never fold
 		FoldWindow     time.Duration `mapstructure:"fold_window"`      // how often fold summaries are written
+		// FlushDelay is how long decision lines are gathered before they
+		// are written: one write (and one wake-up of the writer and of
+		// whoever reads stdout) per batch, not per flow. 0: every line at once.
+		FlushDelay time.Duration `mapstructure:"flush_delay"`
 	} `mapstructure:"log"`
 	Metrics struct {
 		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
@@ -120,6 +124,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.decisions_keep", 5)
 	v.SetDefault("log.fold_per_source", 50)
 	v.SetDefault("log.fold_window", "10s")
+	v.SetDefault("log.flush_delay", defaults.DecisionFlushDelay.String())
 	v.SetDefault("monitor_until", "")
 	v.SetDefault("metrics.listen", "127.0.0.1:9145")
 }
@@ -199,6 +204,9 @@ func (c *Config) validate() error {
 	if c.Log.FoldPerSource < 0 || c.Log.FoldWindow < time.Second {
 		bad("log.fold_per_source must be >= 0 and log.fold_window >= 1s")
 	}
+	if c.Log.FlushDelay < 0 || c.Log.FlushDelay > time.Second {
+		bad("log.flush_delay %s: between 0 and 1s", c.Log.FlushDelay)
+	}
 	if c.Policy == "" {
 		bad("policy: the policy file's path is required")
 	}
@@ -208,6 +216,7 @@ func (c *Config) validate() error {
 	if c.Queue.Len < 1 {
 		bad("queue.len %d must be positive", c.Queue.Len)
 	}
+
 	for _, ports := range []struct {
 		name string
 		list []int

@@ -49,4 +49,8 @@ const (
 	VerifyBurst = 40
 	// QueueCount is the number of queues, one reader each (queue.count).
 	QueueCount = 2
+	// DecisionFlushDelay is how long the decision log gathers lines
+	// before it writes them: a write (and a wake-up of the writer and of
+	// journald) per batch instead of per flow, off the verdict path.
+	DecisionFlushDelay = 20 * time.Millisecond
 )

@@ -31,6 +31,13 @@ type WriterConfig struct {
 	// MaxSources bounds the per-source fold state; sources past it share
 	// one bucket (src "*" in summaries). 0: 65536.
 	MaxSources int
+	// FlushDelay, when set, is how long the writer gathers lines after
+	// the first of a batch before it writes them: lines that come
+	// meanwhile wait in the buffer without waking anyone, so the verdict
+	// path pays for waking the writer (and whoever reads the output) once
+	// per batch, not once per line. 0: each line is written as soon as
+	// the writer sees it.
+	FlushDelay time.Duration
 	Now        func() time.Time // nil: time.Now
 }
 
@@ -140,11 +147,26 @@ func (w *Writer) Run(ctx context.Context) {
 	defer close(w.done)
 	t := time.NewTicker(w.cfg.FoldWindow)
 	defer t.Stop()
+	var gather *time.Timer
 	for {
 		select {
 		case bp := <-w.ch:
 			w.add(bp)
-			if len(w.ch) == 0 || len(w.batch) >= w.maxBatch {
+			switch {
+			case len(w.batch) >= w.maxBatch:
+				w.flush()
+			case w.cfg.FlushDelay > 0:
+				// The first line of a batch: take the rest without being
+				// woken for each.
+				if gather == nil {
+					gather = time.NewTimer(w.cfg.FlushDelay)
+					defer gather.Stop()
+				} else {
+					gather.Reset(w.cfg.FlushDelay)
+				}
+				w.gather(ctx, gather.C)
+				w.flush()
+			case len(w.ch) == 0:
 				w.flush()
 			}
 		case <-t.C:
@@ -161,6 +183,26 @@ func (w *Writer) Run(ctx context.Context) {
 					return
 				}
 			}
+		}
+	}
+}
+
+// gather takes the lines that come until timer fires (or ctx ends),
+// flushing whenever the batch is full.
+func (w *Writer) gather(ctx context.Context, timer <-chan time.Time) {
+	select {
+	case <-timer:
+	case <-ctx.Done():
+	}
+	for {
+		select {
+		case bp := <-w.ch:
+			w.add(bp)
+			if len(w.batch) >= w.maxBatch {
+				w.flush()
+			}
+		default:
+			return
 		}
 	}
 }

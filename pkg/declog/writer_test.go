@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,3 +164,38 @@ func BenchmarkLogFolded(b *testing.B) {
 		w.Log(&r)
 	}
 }
+
+// TestFlushDelay: with a flush delay, lines logged within it reach the
+// output in one write, after the delay; none is lost at the end.
+func TestFlushDelay(t *testing.T) {
+	out := &countingWriter{}
+	w := NewWriter(WriterConfig{Outputs: []any2w{out}, FlushDelay: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	go w.Run(ctx)
+	r := sample()
+	for range 10 {
+		w.Log(&r)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for w.Counts().Written < 10 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if c := w.Counts(); c.Written != 10 {
+		t.Fatalf("counts %+v, want 10 written", c)
+	}
+	if n := out.writes.Load(); n != 1 {
+		t.Errorf("%d writes for 10 lines logged within the delay, want 1", n)
+	}
+	w.Log(&r)
+	cancel()
+	w.Wait()
+	if c := w.Counts(); c.Written != 11 {
+		t.Errorf("counts %+v after the end, want 11 written", c)
+	}
+}
+
+type countingWriter struct {
+	writes atomic.Int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) { c.writes.Add(1); return len(b), nil }
