@@ -50,10 +50,13 @@ type clientOpts struct {
 
 // clientResult is what the client prints (JSON) for the orchestrator.
 type clientResult struct {
-	Conns      int           `json:"conns"`       // completed in the measured window
-	Window     time.Duration `json:"window_ns"`   // the measured window
-	P50        time.Duration `json:"p50_ns"`      // handshake latency, connect start to handshake done
-	P99        time.Duration `json:"p99_ns"`      //
+	Conns  int           `json:"conns"`     // completed in the measured window
+	Window time.Duration `json:"window_ns"` // the measured window
+	P50    time.Duration `json:"p50_ns"`    // handshake latency, connect start to handshake done
+	P99    time.Duration `json:"p99_ns"`    //
+	// ConnectP50 is the median of connect alone (SYN to SYN-ACK, as
+	// the client sees it): the part of P50 a SYN's trip adds to.
+	ConnectP50 time.Duration `json:"connect_p50_ns"`
 	Mean       time.Duration `json:"mean_ns"`     //
 	Errors     int           `json:"errors"`      // failed connections, whole run
 	ErrSample  string        `json:"err_sample"`  // the first error
@@ -159,6 +162,7 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 	var (
 		mu        sync.Mutex
 		lats      []time.Duration
+		conns     []time.Duration
 		errSample string
 		lastUse   = map[string]time.Time{} // local address:port
 		reused    int
@@ -171,6 +175,7 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 	for range o.Workers {
 		wg.Go(func() {
 			mine := make([]time.Duration, 0, 1<<14)
+			myConns := make([]time.Duration, 0, 1<<14)
 			buf := make([]byte, 4096)
 			for ctx.Err() == nil {
 				t0 := time.Now()
@@ -182,7 +187,7 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 					src = srcs[seq.Add(1)%uint64(len(srcs))]
 				}
 				dials.Add(1)
-				lat, local, err := oneConn(ctx, o, cfg, src, request, buf)
+				lat, conn, local, err := oneConn(ctx, o, cfg, src, request, buf)
 				if local != "" {
 					mu.Lock()
 					if last, ok := lastUse[local]; ok && t0.Sub(last) < reuseWindow {
@@ -202,10 +207,12 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 				hs.Add(1)
 				if !t0.Before(from) && time.Now().Before(until) {
 					mine = append(mine, lat)
+					myConns = append(myConns, conn)
 				}
 			}
 			mu.Lock()
 			lats = append(lats, mine...)
+			conns = append(conns, myConns...)
 			mu.Unlock()
 		})
 	}
@@ -214,6 +221,8 @@ func runClient(ctx context.Context, o clientOpts) (clientResult, error) {
 		return res, err
 	}
 	slices.Sort(lats)
+	slices.Sort(conns)
+	res.ConnectP50 = percentile(conns, 50)
 	res.Conns = len(lats)
 	res.Window = o.Duration
 	res.P50, res.P99 = percentile(lats, 50), percentile(lats, 99)
@@ -246,9 +255,9 @@ var httpOK = []byte("HTTP/1.1 200 ")
 // oneConn opens one connection from src, completes the TLS handshake,
 // optionally fetches / (the server closes: Connection: close, so the
 // client is left without TIME_WAIT sockets), and closes. It returns the
-// time from connect start to handshake done, and the local address once
-// connected.
-func oneConn(ctx context.Context, o clientOpts, cfg *tls.Config, src net.IP, request, buf []byte) (lat time.Duration, local string, err error) {
+// time from connect start to handshake done, the time connect took, and
+// the local address once connected.
+func oneConn(ctx context.Context, o clientOpts, cfg *tls.Config, src net.IP, request, buf []byte) (lat, conn time.Duration, local string, err error) {
 	d := net.Dialer{Timeout: o.Timeout}
 	if src != nil {
 		d.LocalAddr = &net.TCPAddr{IP: src}
@@ -257,25 +266,26 @@ func oneConn(ctx context.Context, o clientOpts, cfg *tls.Config, src net.IP, req
 	start := time.Now()
 	c, err := d.DialContext(ctx, "tcp", o.Addr)
 	if err != nil {
-		return 0, "", err
+		return 0, 0, "", err
 	}
+	conn = time.Since(start)
 	defer c.Close()
 	local = c.LocalAddr().String()
 	if err := c.SetDeadline(start.Add(o.Timeout)); err != nil {
-		return 0, local, err
+		return 0, 0, local, err
 	}
 	tc := tls.Client(c, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return 0, local, fmt.Errorf("handshake: %w", err)
+		return 0, 0, local, fmt.Errorf("handshake: %w", err)
 	}
 	lat = time.Since(start)
 	if !o.HTTP {
 		// Closed without reading the server's session tickets: the
 		// kernel may answer them with a reset.
-		return lat, local, nil
+		return lat, conn, local, nil
 	}
 	if _, err := tc.Write(request); err != nil {
-		return 0, local, fmt.Errorf("request: %w", err)
+		return 0, 0, local, fmt.Errorf("request: %w", err)
 	}
 	n := 0
 	for {
@@ -285,18 +295,18 @@ func oneConn(ctx context.Context, o clientOpts, cfg *tls.Config, src net.IP, req
 			break
 		}
 		if err != nil {
-			return 0, local, fmt.Errorf("response: %w", err)
+			return 0, 0, local, fmt.Errorf("response: %w", err)
 		}
 		if n == len(buf) {
-			return 0, local, errors.New("response: longer than expected")
+			return 0, 0, local, errors.New("response: longer than expected")
 		}
 	}
 	if !bytes.HasPrefix(buf[:n], httpOK) {
-		return 0, local, fmt.Errorf("response: %q", buf[:min(n, 40)])
+		return 0, 0, local, fmt.Errorf("response: %q", buf[:min(n, 40)])
 	}
 	// The server closed first (close_notify, FIN); close the socket
 	// without an alert the server would only answer with a reset.
-	return lat, local, nil
+	return lat, conn, local, nil
 }
 
 // clientMain is the client subcommand: it prints one JSON clientResult.

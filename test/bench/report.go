@@ -69,6 +69,7 @@ type cell struct {
 	cps, ratio, p50, added, p99, added99 spread
 	proc, ends, host, queued             spread
 	dp50, dp99                           spread
+	addedConn                            spread // connect's p50 minus plain's: the SYN's part
 	qd, ud                               uint64
 	errs, hs, decided, reused            int
 	egressd                              bool // an egressd scenario (or variant): it has queues and decision lines
@@ -87,7 +88,7 @@ func (b *bench) cell(name string, conc int, hello string) (c cell, ok bool) {
 		return c, false
 	}
 	c = cell{scenario: name, hello: hello, conc: conc, egressd: b.isEgressd(name)}
-	var cps, ratio, p50, added, p99, added99, proc, ends, host, queued, dp50, dp99 []float64
+	var cps, ratio, p50, added, p99, added99, proc, ends, host, queued, dp50, dp99, addedConn []float64
 	for i, r := range rs {
 		cps = append(cps, r.ConnPerSec)
 		p50 = append(p50, micros(r.Client.P50))
@@ -96,6 +97,7 @@ func (b *bench) cell(name string, conc int, hello string) (c cell, ok bool) {
 			ratio = append(ratio, r.ConnPerSec/base[i].ConnPerSec)
 			added = append(added, micros(r.Client.P50-base[i].Client.P50))
 			added99 = append(added99, micros(r.Client.P99-base[i].Client.P99))
+			addedConn = append(addedConn, micros(r.Client.ConnectP50-base[i].Client.ConnectP50))
 		}
 		proc = append(proc, micros(perConn(r.ProcCPU, r.Client.Handshakes)))
 		ends = append(ends, micros(perConn(r.ClientCPU+r.ServerCPU, r.Client.Handshakes)))
@@ -115,6 +117,7 @@ func (b *bench) cell(name string, conc int, hello string) (c cell, ok bool) {
 	c.cps, c.ratio, c.p50, c.added = spreadOf(cps), spreadOf(ratio), spreadOf(p50), spreadOf(added)
 	c.p99, c.added99, c.proc, c.ends = spreadOf(p99), spreadOf(added99), spreadOf(proc), spreadOf(ends)
 	c.host, c.queued, c.dp50, c.dp99 = spreadOf(host), spreadOf(queued), spreadOf(dp50), spreadOf(dp99)
+	c.addedConn = spreadOf(addedConn)
 	return c, true
 }
 
@@ -138,8 +141,8 @@ var tableHeader = []string{"scenario", "conn/s", "×plain", "p50 µs", "+p50 µs
 // notes are the lines under an egressd cell: its decision lines and its
 // own decision latency.
 func (c cell) notes() string {
-	return fmt.Sprintf("%s: %d decision lines for %d handshakes (%d reused 5-tuples); its own decision latency (first held packet to verdict) p50 %s µs, p99 %s µs",
-		c.scenario, c.decided, c.hs, c.reused, fmtSpread(c.dp50, "%.0f"), fmtSpread(c.dp99, "%.0f"))
+	return fmt.Sprintf("%s: %d decision lines for %d handshakes (%d reused 5-tuples); its own decision latency (first held packet to verdict) p50 %s µs, p99 %s µs; of the added p50, connect (the SYN's part) %s µs",
+		c.scenario, c.decided, c.hs, c.reused, fmtSpread(c.dp50, "%.0f"), fmtSpread(c.dp99, "%.0f"), fmtSpread(c.addedConn, "%+.0f"))
 }
 
 // verdict says whether an egressd cell meets the issue's targets: the
