@@ -117,6 +117,11 @@ type Config struct {
 	VerifyRate  float64
 	VerifyBurst int
 
+	// SYNs tells the engine of SYNs forwarded without being queued (the
+	// SYN log), for the ports given to Engine.SetSYNLogged. nil: every SYN
+	// is queued.
+	SYNs SYNSource
+
 	// Verifier checks names against DNS (verify_dns). nil: names are
 	// not checked, and every decision that rests on one says Unchecked.
 	Verifier Verifier

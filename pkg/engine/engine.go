@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -33,6 +35,17 @@ type Sink interface {
 	Conclude(t Tuple, v policy.Verdict) error
 }
 
+// SYNSource tells the engine of SYNs the kernel forwarded without holding
+// them (the rules log them: egressd-iptables.sh --syn-log), so that a
+// flow's head is read from its true initial sequence number although its
+// SYN never waited for egressd. pkg/nfq's SYNLog is one.
+type SYNSource interface {
+	// Drain calls fn, in the order logged, for every SYN logged since the
+	// last call (Packet.Logged set), and returns without waiting for
+	// more. It is called from one goroutine at a time.
+	Drain(fn func(*Packet))
+}
+
 // Tuple is a flow's addresses as the connection's original direction
 // has them (before the NAT's masquerade).
 type Tuple struct {
@@ -41,14 +54,29 @@ type Tuple struct {
 	Proto            policy.Proto
 }
 
-// Engine decides flows. Packets enter through its shards (one per queue);
-// a shard's flows are its own, so shards never contend.
+// Engine decides flows. Packets enter through Handle, which gives each
+// flow to one shard by a hash of its 5-tuple, whatever queue its packets
+// come from (the kernel may spread one flow's packets over queues: by
+// CPU, or its SYN logged and its data queued); a shard's flows are its
+// own, and each packet's verdict goes back to the queue it came from.
 type Engine struct {
 	cfg    Config
 	mode   atomic.Uint32 // Mode; starts as cfg.Mode, SetMode changes it
 	pol    atomic.Pointer[policy.Policy]
 	shards []*Shard
 	stats  Stats
+
+	// sinks are the queues' Sinks, by Packet.Queue; queued counts the
+	// packets held in each, bounded by queueCap, so that what egressd
+	// holds never fills a kernel queue.
+	sinks    []Sink
+	queued   []atomic.Int64
+	queueCap int64
+
+	synMu    sync.Mutex                   // one Drain at a time
+	synPorts atomic.Pointer[[1024]uint64] // TCP ports whose SYNs are logged, not queued
+	onSYN    func(*Packet)                // e.logged, made once (a method value allocates)
+	seed     uint64                       // of the shard hash
 
 	lastTick atomic.Int64 // unix nanoseconds of the last Tick, for the watchdog
 
@@ -74,7 +102,10 @@ func New(cfg Config, p *policy.Policy, shards int) (*Engine, error) {
 	if cfg.MaxHeldTotal == 0 {
 		cfg.MaxHeldTotal = defaultHeldTotal(shards)
 	}
-	e := &Engine{cfg: cfg}
+	e := &Engine{cfg: cfg, sinks: make([]Sink, shards), queued: make([]atomic.Int64, shards), seed: rand.Uint64()}
+	e.onSYN = e.logged
+	e.queueCap = int64(max(1, (cfg.MaxHeldTotal+shards-1)/shards))
+	e.synPorts.Store(new([1024]uint64))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.pol.Store(p)
 	e.mode.Store(uint32(cfg.Mode))
@@ -96,8 +127,73 @@ func New(cfg Config, p *policy.Policy, shards int) (*Engine, error) {
 	return e, nil
 }
 
-// Shard returns shard i, for queue reader i.
+// Shard returns shard i.
 func (e *Engine) Shard(i int) *Shard { return e.shards[i] }
+
+// Attach sets the Sink of queue i (Packet.Queue i): the verdicts of the
+// packets that came from it go there. There are as many queues as shards.
+func (e *Engine) Attach(i int, sink Sink) { e.sinks[i] = sink }
+
+// Handle processes one queued packet (Shard.Handle), in the shard of its
+// flow.
+func (e *Engine) Handle(p *Packet) { e.shardOf(keyOf(p)).Handle(p) }
+
+// shardOf picks a flow's shard: a keyed hash of its 5-tuple (keyed, so a
+// source cannot aim all its flows at one shard).
+func (e *Engine) shardOf(k flowKey) *Shard {
+	if len(e.shards) == 1 {
+		return e.shards[0]
+	}
+	h := e.seed
+	for _, w := range [...]uint64{
+		uint64(binary.BigEndian.Uint32(k.src[:]))<<32 | uint64(binary.BigEndian.Uint32(k.dst[:])),
+		uint64(k.sport)<<32 | uint64(k.dport)<<8 | uint64(k.proto),
+	} {
+		// splitmix64's mixing of each word into the state.
+		h ^= w
+		h ^= h >> 30
+		h *= 0xbf58476d1ce4e5b9
+		h ^= h >> 27
+		h *= 0x94d049bb133111eb
+		h ^= h >> 31
+	}
+	return e.shards[h%uint64(len(e.shards))]
+}
+
+// SetSYNLogged sets the TCP ports whose SYNs the rules log instead of
+// queueing (pkg/nfq's SYN port set, kept to the policy's
+// SYNUndecidedPorts): a flow to one of them whose first queued packet is
+// not its SYN and whose SYN was not logged is denied (limit syn_log)
+// rather than read from a guessed sequence number.
+func (e *Engine) SetSYNLogged(ports []uint16) {
+	set := new([1024]uint64)
+	for _, p := range ports {
+		set[p/64] |= 1 << (p % 64)
+	}
+	e.synPorts.Store(set)
+}
+
+func (e *Engine) synLogged(port uint16) bool { return e.synPorts.Load()[port/64]&(1<<(port%64)) != 0 }
+
+// DrainSYNs hands every SYN logged so far to its flow's shard. The
+// engine calls it before it starts a flow from a segment that is not a
+// SYN, and on every Tick (so the log's socket never overflows); it takes
+// no shard's lock while it waits for another's.
+func (e *Engine) DrainSYNs() {
+	if e.cfg.SYNs == nil {
+		return
+	}
+	e.synMu.Lock()
+	defer e.synMu.Unlock()
+	e.cfg.SYNs.Drain(e.onSYN)
+}
+
+func (e *Engine) logged(p *Packet) {
+	if p.Proto != policy.TCP || !p.SYN || !p.Logged {
+		return
+	}
+	e.shardOf(keyOf(p)).logged(p)
+}
 
 // Shards returns the number of shards.
 func (e *Engine) Shards() int { return len(e.shards) }
@@ -149,6 +245,7 @@ func (e *Engine) tickInterval() time.Duration {
 // hello.timeout are denied, decided flows past their linger are dropped
 // from the table. Replay calls it with capture time.
 func (e *Engine) Tick(now time.Time) {
+	e.DrainSYNs()
 	for _, s := range e.shards {
 		s.expire(now)
 	}

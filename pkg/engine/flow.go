@@ -72,9 +72,16 @@ func (s state) canMoveTo(to state) bool {
 type flow struct {
 	gen  uint32
 	st   state
-	held []uint32 // ids of the packets held, oldest first; reused
+	held []heldPacket // the packets held, oldest first; reused
 
 	flowVars
+}
+
+// heldPacket is a packet held in a kernel queue: its id there, and the
+// queue (the Sink it came through, Packet.Queue).
+type heldPacket struct {
+	id    uint32
+	queue uint16
 }
 
 // flowVars is everything a flow knows about itself. It is zeroed whole

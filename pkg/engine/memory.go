@@ -64,7 +64,7 @@ func (c Config) FlowTableBound() int64 {
 
 func (c Config) flowTable() Memory {
 	flows := int64(c.MaxFlows)
-	flowSize := int64(unsafe.Sizeof(flow{})) + int64(c.MaxHeld+1)*4 // the held ids keep their capacity
+	flowSize := int64(unsafe.Sizeof(flow{})) + int64(c.MaxHeld+1)*int64(unsafe.Sizeof(heldPacket{})) // the held packets keep their capacity
 	fifo := int64(unsafe.Sizeof(fifoEntry{}))
 	return Memory{
 		{"flow table: undecided and lingering flows (limits.flows, twice)", 2 * flows * (flowSize + mapEntryBytes)},

@@ -18,6 +18,13 @@ import (
 type Packet struct {
 	ID   uint32    // the queue's packet id, opaque to the engine
 	Time time.Time // when the packet reached egressd
+	// Queue is the queue the packet came from: the Sink (Engine.Attach)
+	// its verdict goes to.
+	Queue uint16
+	// Logged says the kernel forwarded the packet and only told egressd
+	// (a SYN from a SYNSource): there is no verdict to give it, and ID
+	// and Queue mean nothing.
+	Logged bool
 
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
@@ -86,7 +93,7 @@ func (d *Decoder) Decode(data []byte, p *Packet) error {
 	p.Src, _ = netip.AddrFromSlice(d.ip4.SrcIP.To4())
 	p.Dst, _ = netip.AddrFromSlice(d.ip4.DstIP.To4())
 	p.TTL = d.ip4.TTL
-	p.Payload, p.Truncated = nil, truncated
+	p.Payload, p.Truncated, p.Logged = nil, truncated, false
 	p.SYN, p.ACK, p.FIN, p.RST, p.Seq = false, false, false, false, 0
 	for _, t := range d.decoded {
 		switch t {

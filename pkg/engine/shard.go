@@ -16,7 +16,6 @@ import (
 type Shard struct {
 	e        *Engine
 	index    int
-	sink     Sink
 	maxFlows int
 
 	mu        sync.Mutex
@@ -35,26 +34,49 @@ type Shard struct {
 // Engine returns the engine the shard belongs to.
 func (s *Shard) Engine() *Engine { return s.e }
 
-// Attach sets the sink that receives the shard's verdicts.
-func (s *Shard) Attach(sink Sink) { s.sink = sink }
+// Index returns the shard's number: queue Index's Sink is attached by
+// Attach.
+func (s *Shard) Index() int { return s.index }
 
-// Handle processes one queued packet. In one pass:
+// Attach sets the Sink of the queue numbered like the shard
+// (Engine.Attach).
+func (s *Shard) Attach(sink Sink) { s.e.Attach(s.index, sink) }
+
+// Handle processes one queued packet in this shard. In one pass:
 //
 //	packet -> flow (found, or started) -> the head parser -> the decision
 //	procedure (pkg/decide) -> the kernel verdict -> the decision line
 //
 // A packet of a decided flow gets the flow's verdict; one of an undecided
 // flow is held until the decision (or passed, when it carries nothing to
-// decide on and the handshake needs it).
+// decide on and the handshake needs it). With more than one shard,
+// packets enter through Engine.Handle, which picks the flow's shard.
 func (s *Shard) Handle(p *Packet) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.e.stats.Packets.Add(1)
-	f := s.flows[keyOf(p)]
+	k := keyOf(p)
+	f := s.flows[k]
+	if f == nil && s.e.cfg.SYNs != nil && p.Proto == policy.TCP && !p.SYN && len(p.Payload) > 0 {
+		// A flow's first queued packet is data: its SYN may have been
+		// logged rather than queued. Hand the log's SYNs to their shards
+		// first (this one's lock released meanwhile: no lock is held
+		// while another is waited for).
+		s.mu.Unlock()
+		s.e.DrainSYNs()
+		s.mu.Lock()
+		if f = s.flows[k]; f == nil && s.e.synLogged(p.DstPort) {
+			// Its SYN was forwarded without a trace egressd saw (the log
+			// overflowed, or egressd started after it): the head cannot be
+			// anchored at its initial sequence number. Fail closed.
+			s.refuse(p, LimitSYNLog)
+			return
+		}
+	}
 	if f == nil {
 		if p.Proto == policy.TCP && !p.SYN && len(p.Payload) == 0 {
 			// Nothing to decide on; the rules do not queue these.
-			s.sink.Pass(p.ID)
+			s.e.sinks[p.Queue].Pass(p.ID)
 			return
 		}
 		if f = s.start(p); f == nil {
@@ -63,7 +85,7 @@ func (s *Shard) Handle(p *Packet) {
 	}
 	switch f.st {
 	case decided:
-		s.sink.Verdict(p.ID, f.mark)
+		s.e.sinks[p.Queue].Verdict(p.ID, f.mark)
 		return
 	case verifying:
 		s.hold(f, p)
@@ -72,12 +94,88 @@ func (s *Shard) Handle(p *Packet) {
 	s.read(f, p)
 }
 
+// logged takes a SYN the kernel forwarded and logged (SYNSource): it
+// starts the flow, as a queued SYN would, with nothing to hold; or, for a
+// flow being read, counts it as a retransmission (another ISN is another
+// connection: malformed). A decided flow's verdict is in the kernel
+// already.
+func (s *Shard) logged(p *Packet) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.e.stats.SYNsLogged.Add(1)
+	f := s.flows[keyOf(p)]
+	if f == nil {
+		s.start(p)
+		return
+	}
+	if f.st != reading || f.tcp == nil {
+		return
+	}
+	if f.syns++; f.syns > s.e.cfg.MaxHeld {
+		s.deny(f, LimitSYNs)
+		return
+	}
+	if res := f.tcp.Feed(p.Seq, true, nil); res.Status == classify.Denied {
+		f.info.Head = headOf(res.Err)
+		s.finish(f, s.decide(f), 0)
+	}
+}
+
+// refuse starts a flow with p and denies it at limit l (p carries the
+// deny), unless the policy decides it on its first packet.
+func (s *Shard) refuse(p *Packet, l Limit) {
+	f := s.begin(p)
+	s.carry(f, p)
+	s.deny(f, l)
+}
+
 // start begins a flow with its first packet. A flow the policy decides on
 // this packet is decided at once, the packet carrying the verdict, and
 // start returns nil: it never waits for a pool. Otherwise the flow takes
 // its place in the table (its source's share of it) and is left reading
 // its head.
+//
+// A logged SYN (Packet.Logged) starts its flow the same way, with no packet
+// to carry the verdict: a flow decided on it has its verdict written to
+// the connection (Sink.Conclude).
 func (s *Shard) start(p *Packet) *flow {
+	e := s.e
+	now := e.cfg.Now()
+	f := s.begin(p)
+	if o := s.decide(f); o.Final {
+		// Decided on the first packet: whatever the name, whatever the
+		// pools hold.
+		s.carry(f, p)
+		s.finish(f, o, 0)
+		return nil
+	}
+	if !s.take(f, ResFlows, 1) {
+		s.carry(f, p)
+		s.deny(f, LimitFlows)
+		return nil
+	}
+	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
+	switch p.Proto {
+	case policy.TCP:
+		isn := p.Seq
+		if !p.SYN {
+			// The flow was undecided when egressd (re)started: read its
+			// head from this segment on. A wrong guess fails closed. (On
+			// a port whose SYNs are logged, Handle refused such a flow:
+			// there egressd knows it missed the SYN.)
+			isn--
+		}
+		f.tcp = s.parsers.tcp()
+		f.tcp.Reset(isn, e.cfg.HelloMaxBytes)
+	case policy.UDP:
+		f.quic = s.parsers.quic()
+		f.quic.Reset(e.cfg.HelloMaxBytes)
+	}
+	return f
+}
+
+// begin puts a new flow in the table, reading, with p its first packet.
+func (s *Shard) begin(p *Packet) *flow {
 	e := s.e
 	now := e.cfg.Now()
 	f := s.alloc()
@@ -100,34 +198,6 @@ func (s *Shard) start(p *Packet) *flow {
 		}
 		s.evict(ent)
 	}
-
-	if o := s.decide(f); o.Final {
-		// Decided on the first packet: whatever the name, whatever the
-		// pools hold.
-		s.carry(f, p)
-		s.finish(f, o, 0)
-		return nil
-	}
-	if !s.take(f, ResFlows, 1) {
-		s.carry(f, p)
-		s.deny(f, LimitFlows)
-		return nil
-	}
-	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
-	switch p.Proto {
-	case policy.TCP:
-		isn := p.Seq
-		if !p.SYN {
-			// The flow was undecided when egressd (re)started: read its
-			// head from this segment on. A wrong guess fails closed.
-			isn--
-		}
-		f.tcp = s.parsers.tcp()
-		f.tcp.Reset(isn, e.cfg.HelloMaxBytes)
-	case policy.UDP:
-		f.quic = s.parsers.quic()
-		f.quic.Reset(e.cfg.HelloMaxBytes)
-	}
 	return f
 }
 
@@ -149,7 +219,7 @@ func (s *Shard) read(f *flow, p *Packet) {
 		if res.Status == classify.NeedMore && len(p.Payload) == 0 {
 			// The handshake must complete for the client to send its
 			// hello; a segment without payload gives nothing away.
-			s.sink.Pass(p.ID)
+			s.e.sinks[p.Queue].Pass(p.ID)
 			return
 		}
 	case policy.UDP:
@@ -277,25 +347,33 @@ func (s *Shard) decideNamed(f *flow) {
 }
 
 // carry keeps a packet to carry the verdict of a flow about to be decided
-// (it draws on no pool).
+// (it draws on no pool). A logged packet has no verdict to carry.
 func (s *Shard) carry(f *flow, p *Packet) {
+	if p.Logged {
+		return
+	}
 	if len(f.held) == 0 {
 		f.waitSince = p.Time
 	}
-	f.held = append(f.held, p.ID)
+	f.held = append(f.held, heldPacket{id: p.ID, queue: p.Queue})
+	s.e.queued[p.Queue].Add(1)
 	s.e.stats.Held.Add(1)
 }
 
-// hold keeps a packet until its flow is decided, from the flow's bound and
-// its source's share of the held-packet pool. It returns false when the
-// flow was denied instead (the packet then carries the deny).
+// hold keeps a packet until its flow is decided, from the flow's bound,
+// its source's share of the held-packet pool and its queue's room. It
+// returns false when the flow was denied instead (the packet then carries
+// the deny).
 func (s *Shard) hold(f *flow, p *Packet) bool {
 	s.carry(f, p)
 	switch {
 	case len(f.held) > s.e.cfg.MaxHeld:
 		s.deny(f, LimitFlowHeld)
 		return false
-	case !s.take(f, ResHeld, 1):
+	case !s.take(f, ResHeld, 1) || s.e.queued[p.Queue].Load() > s.e.queueCap:
+		// A shard's pool is its flows', wherever their packets wait; the
+		// kernel queue a packet waits in has its own bound too (the
+		// shards that share it may fill it between them).
 		s.deny(f, LimitHeld)
 		return false
 	}
@@ -333,14 +411,15 @@ func (s *Shard) finish(f *flow, o decide.Outcome, limit Limit) {
 	now := e.cfg.Now()
 	f.mark = e.markFor(o.Verdict)
 	if len(f.held) == 0 {
-		if err := s.sink.Conclude(f.key.tuple(), f.mark); err != nil {
+		if err := e.sinks[0].Conclude(f.key.tuple(), f.mark); err != nil {
 			e.stats.ConcludeErrors.Add(1)
 			e.cfg.Logger.Error("the kernel was not told a flow's verdict; its connection stays unmarked until it ends",
 				"verdict", f.mark.String(), "src", f.info.Src, "dst", f.info.Dst, "dport", f.info.Port, "err", err)
 		}
 	}
-	for _, id := range f.held {
-		s.sink.Verdict(id, f.mark)
+	for _, h := range f.held {
+		e.sinks[h.queue].Verdict(h.id, f.mark)
+		e.queued[h.queue].Add(-1)
 	}
 	e.stats.Held.Add(-int64(len(f.held)))
 	f.held = f.held[:0]
@@ -500,5 +579,5 @@ func (s *Shard) alloc() *flow {
 		s.free = s.free[:n-1]
 		return f
 	}
-	return &flow{held: make([]uint32, 0, 4)}
+	return &flow{held: make([]heldPacket, 0, 4)}
 }

@@ -20,10 +20,11 @@ import (
 // are also rate limited per source (a token bucket), since each costs the
 // VPC resolver queries that every host shares.
 //
-// A shard is one kernel queue (queue-balance hashes the addresses), so its
-// held-packet pool is that queue's: kept below the queue's length, the
-// kernel never drops or (with fail_open) bypasses packets because egressd
-// holds too many. A flow the policy decides on its first packet draws on
+// A shard's held-packet pool is its share of limits.held_total, and the
+// packets held in each kernel queue are bounded by the same share
+// (Engine.queueCap) whichever shards' flows they belong to: kept below the
+// queue's length, the kernel never drops or (with fail_open) bypasses
+// packets because egressd holds too many. A flow the policy decides on its first packet draws on
 // no pool (Shard.start decides it first).
 
 // Resource is a budget undecided flows draw on.
@@ -61,6 +62,7 @@ const (
 	LimitFlowHeld                // packets held for one flow (limits.held_packets)
 	LimitSYNs                    // SYN retransmissions of one flow
 	LimitHello                   // the flow head over hello.max_bytes, or cut by the queue's copy range
+	LimitSYNLog                  // the flow's SYN was forwarded and logged, but the log lost it (or egressd started after it)
 	numLimits
 )
 
@@ -68,6 +70,7 @@ var limitNames = [...]string{
 	LimitFlows: "flows", LimitHeld: "held_packets", LimitBytes: "buffer_bytes", LimitVerify: "dns_in_flight",
 	LimitEvicted: "evicted", LimitVerifyRate: "dns_rate", LimitResolver: "dns_budget",
 	LimitFlowHeld: "flow_held_packets", LimitSYNs: "syn_retransmissions", LimitHello: "hello_bytes",
+	LimitSYNLog: "syn_log",
 }
 
 func (l Limit) String() string {

@@ -13,6 +13,9 @@ type Stats struct {
 	Held      atomic.Int64  // packets held now, across flows
 	Undecided atomic.Int64  // flows waiting for a decision now
 	Tracked   atomic.Int64  // flows in the table now (undecided and lingering)
+	// SYNsLogged counts the SYNs the kernel forwarded and logged
+	// (SYNSource) that reached their shard.
+	SYNsLogged atomic.Uint64
 
 	limits [numLimits]atomic.Uint64 // flows denied at a limit, by limit
 

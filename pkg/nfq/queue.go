@@ -380,7 +380,10 @@ func (q *Queue) packet(m []byte) {
 	}
 	p.ID = id
 	p.Time = time.Now()
-	q.shard.Handle(p)
+	// The engine gives the packet to its flow's shard, whichever queue it
+	// came through; its verdict comes back to this one (p.Queue).
+	p.Queue = uint16(q.shard.Index())
+	q.shard.Engine().Handle(p)
 }
 
 // Pass accepts a packet without a mark: its flow stays undecided.

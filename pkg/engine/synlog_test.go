@@ -1,0 +1,248 @@
+package engine
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/pkg/declog"
+	"github.com/egressd/egressd/pkg/policy"
+)
+
+// fakeSYNs is a SYNSource: the SYNs the kernel logged, waiting to be
+// drained.
+type fakeSYNs struct {
+	mu      sync.Mutex
+	pending []Packet
+	drains  int
+}
+
+func (s *fakeSYNs) log(p Packet) {
+	s.mu.Lock()
+	p.Logged, p.ID, p.Queue = true, 0, 0
+	s.pending = append(s.pending, p)
+	s.mu.Unlock()
+}
+
+func (s *fakeSYNs) Drain(fn func(*Packet)) {
+	s.mu.Lock()
+	list := s.pending
+	s.pending = nil
+	s.drains++
+	s.mu.Unlock()
+	for i := range list {
+		fn(&list[i])
+	}
+}
+
+// newSYNHarness is a harness whose SYNs to 443 are logged, not queued.
+func newSYNHarness(t *testing.T, policyText string) (*harness, *fakeSYNs) {
+	syns := &fakeSYNs{}
+	h := newHarness(t, policyText, func(c *Config) { c.SYNs = syns })
+	h.e.SetSYNLogged([]uint16{443})
+	return h, syns
+}
+
+// loggedSYN has the kernel forward f's SYN and log it.
+func (f *tcpFlow) loggedSYN(syns *fakeSYNs) {
+	syns.log(*f.packet(true, f.isn, nil))
+}
+
+// TestLoggedSYN: a flow whose SYN was logged, not queued, is read from its
+// true ISN: its first queued packet is its hello, which decides it in one
+// trip to user space.
+func TestLoggedSYN(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy)
+	hello := clientHello(t, "allowed.example.test")
+	f := h.tcp(server, 443)
+	f.loggedSYN(syns)
+	h.wantVerdict(f.send(hello), policy.Allow)
+	h.wantLine("allow", "web", "rule", "allowed.example.test", "sni")
+	if n := h.e.Stats().SYNsLogged.Load(); n != 1 {
+		t.Errorf("%d logged SYNs reached a shard, want 1", n)
+	}
+	if n := len(h.rec.passed); n != 0 {
+		t.Errorf("%d packets passed: a logged SYN has no verdict to give", n)
+	}
+}
+
+// TestLoggedSYNOutOfOrder is TestReassembly's first case with the SYN
+// logged: the first segment egressd sees is the hello's third quarter, and
+// only the ISN from the log places it; a guess from it would misread the
+// stream.
+func TestLoggedSYNOutOfOrder(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy)
+	hello := clientHello(t, "allowed.example.test")
+	f := h.tcp(server, 443)
+	f.loggedSYN(syns)
+	q := uint32(len(hello) / 4)
+	seg := func(from, to uint32) uint32 {
+		f.offset = from
+		return f.send(hello[from:to])
+	}
+	ids := []uint32{seg(2*q, 3*q), seg(0, q), seg(3*q, uint32(len(hello))), seg(0, q)}
+	for _, id := range ids {
+		h.wantHeld(id)
+	}
+	last := seg(q, 2*q)
+	for _, id := range append(ids, last) {
+		h.wantVerdict(id, policy.Allow)
+	}
+	h.wantLine("allow", "web", "rule", "allowed.example.test", "sni")
+}
+
+// TestLoggedSYNMissing: a data segment of a flow to a logged port whose SYN
+// never reached egressd (the log overflowed; egressd started after it) is
+// denied, limit syn_log, never read from a guessed ISN; on a port whose
+// SYNs are queued, the guess stands (a flow undecided across a restart).
+func TestLoggedSYNMissing(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy)
+	hello := clientHello(t, "allowed.example.test")
+	f := h.tcp(server, 443)
+	h.wantVerdict(f.send(hello), policy.Deny)
+	h.wantLine("deny", "", "limit", "", "none")
+	if n := h.e.Stats().Limited(LimitSYNLog); n != 1 {
+		t.Errorf("syn_log limit counted %d times, want 1", n)
+	}
+	if syns.drains == 0 {
+		t.Error("the log was not drained before the flow was refused")
+	}
+	g := h.tcp(server, 80)
+	h.wantVerdict(g.send([]byte("GET / HTTP/1.1\r\nHost: allowed.example.test\r\n\r\n")), policy.Allow)
+}
+
+// TestLoggedSYNDecided: a logged SYN the policy decides (the policy
+// changed since the port's SYNs were logged) is decided when it is
+// drained, its verdict written to the connection.
+func TestLoggedSYNDecided(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy+"  - {name: blackhole, cidrs: [192.0.2.0/24], action: deny}\n")
+	f := h.tcp(netip.MustParseAddr("192.0.2.7"), 443) // denied by address, on its SYN
+	f.loggedSYN(syns)
+	h.e.DrainSYNs()
+	if v, ok := h.rec.concluded[f.sport]; !ok || v != policy.Deny {
+		t.Fatalf("the connection was not told deny: %v %v", v, ok)
+	}
+	h.wantLine("deny", "blackhole", "rule", "", "none")
+}
+
+// TestLoggedSYNOtherISN: a second logged SYN with another ISN for a flow
+// being read is another connection attempt: malformed, denied on the
+// connection (no packet is held).
+func TestLoggedSYNOtherISN(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy)
+	f := h.tcp(server, 443)
+	f.loggedSYN(syns)
+	f.loggedSYN(syns) // a retransmission: the same ISN
+	f.isn += 1000
+	f.loggedSYN(syns)
+	h.e.DrainSYNs()
+	if v, ok := h.rec.concluded[f.sport]; !ok || v != policy.Deny {
+		t.Fatalf("the connection was not told deny: %v %v", v, ok)
+	}
+	h.wantLine("deny", "", "malformed", "", "none")
+}
+
+// TestFlowAcrossQueues: with two shards, a flow's packets may come from
+// different queues (--queue-cpu-fanout, a logged SYN); the engine keeps
+// the flow in one shard and gives each packet's verdict to the queue it
+// came from.
+func TestFlowAcrossQueues(t *testing.T) {
+	p, err := policy.Parse("p.yaml", []byte(labPolicy), policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := []*recorder{newRecorder(), newRecorder()}
+	var lines []string
+	var mu sync.Mutex
+	e, err := New(Config{Log: func(r *declog.Record) { mu.Lock(); lines = append(lines, r.Name); mu.Unlock() }}, p, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	e.Attach(0, recs[0])
+	e.Attach(1, recs[1])
+	hello := clientHello(t, "allowed.example.test")
+	for i := range 20 {
+		pk := func(id uint32, q uint16, syn bool, seq uint32, payload []byte) *Packet {
+			return &Packet{ID: id, Queue: q, Src: client, Dst: server, SrcPort: uint16(30000 + i), DstPort: 443,
+				Proto: policy.TCP, SYN: syn, Seq: seq, Payload: payload}
+		}
+		id := uint32(100 * i)
+		e.Handle(pk(id+1, 0, true, 1000, nil))
+		e.Handle(pk(id+2, 1, false, 1001, hello[:100]))
+		e.Handle(pk(id+3, 0, false, 1101, hello[100:]))
+		if _, ok := recs[0].verdicts[id+3]; !ok {
+			t.Fatalf("flow %d: the last segment's verdict did not go to queue 0", i)
+		}
+		if v, ok := recs[1].verdicts[id+2]; !ok || v != policy.Allow {
+			t.Fatalf("flow %d: the first segment's verdict did not go to queue 1: %v %v", i, v, ok)
+		}
+	}
+	if len(lines) != 20 {
+		t.Errorf("%d decision lines for 20 flows", len(lines))
+	}
+	used := 0
+	for _, s := range e.shards {
+		if len(s.flows) > 0 {
+			used++
+		}
+	}
+	if used != 2 {
+		t.Errorf("flows in %d shards, want both", used)
+	}
+	for q := range e.queued {
+		if n := e.queued[q].Load(); n != 0 {
+			t.Errorf("queue %d: %d packets still counted as held", q, n)
+		}
+	}
+}
+
+// oneSYN is a SYNSource that holds at most one logged SYN, without
+// allocating.
+type oneSYN struct {
+	p    Packet
+	full bool
+}
+
+func (o *oneSYN) Drain(fn func(*Packet)) {
+	if o.full {
+		o.full = false
+		fn(&o.p)
+	}
+}
+
+// TestEngineHandleAllocs: a flow through Engine.Handle, over two shards,
+// its SYN logged and its hello queued, allocates only the name's string.
+func TestEngineHandleAllocs(t *testing.T) {
+	p, err := policy.Parse("p.yaml", []byte(labPolicy), policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	syn := &oneSYN{}
+	e, err := New(Config{Now: clock.Now, Log: func(*declog.Record) {}, SYNs: syn}, p, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	e.Attach(0, nopSink{})
+	e.Attach(1, nopSink{})
+	e.SetSYNLogged([]uint16{443})
+	hello := clientHello(t, "allowed.example.test")
+	sport := uint16(1000)
+	var pk Packet
+	run := func() {
+		sport++
+		syn.p = Packet{Src: client, Dst: server, SrcPort: sport, DstPort: 443, Proto: policy.TCP, Seq: 100, SYN: true, Logged: true}
+		syn.full = true
+		pk = Packet{Queue: uint16(sport % 2), Src: client, Dst: server, SrcPort: sport, DstPort: 443, Proto: policy.TCP, Seq: 101, Payload: hello}
+		e.Handle(&pk)
+		clock.Add(time.Minute)
+		e.Tick(clock.Now())
+	}
+	run()
+	if n := testing.AllocsPerRun(50, run); n > 1 {
+		t.Errorf("a flow through Engine.Handle costs %v allocations, want at most 1", n)
+	}
+}
