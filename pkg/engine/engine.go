@@ -40,10 +40,11 @@ type Sink interface {
 // flow's head is read from its true initial sequence number although its
 // SYN never waited for egressd. pkg/nfq's SYNLog is one.
 type SYNSource interface {
-	// Drain calls fn, in the order logged, for every SYN logged since the
-	// last call (Packet.Logged set), and returns without waiting for
-	// more. It is called from one goroutine at a time.
-	Drain(fn func(*Packet))
+	// Drain calls fn, in the order logged, for the SYNs logged since the
+	// last call (Packet.Logged set), until fn returns true or none is
+	// left; it never waits for more. It is called from one goroutine at a
+	// time.
+	Drain(fn func(*Packet) (stop bool))
 }
 
 // Tuple is a flow's addresses as the connection's original direction
@@ -75,7 +76,9 @@ type Engine struct {
 
 	synMu    sync.Mutex                   // one Drain at a time
 	synPorts atomic.Pointer[[1024]uint64] // TCP ports whose SYNs are logged, not queued
-	onSYN    func(*Packet)                // e.logged, made once (a method value allocates)
+	onSYN    func(*Packet) bool           // e.logged, made once (a method value allocates)
+	synWant  flowKey                      // while draining for a flow: its key
+	synStop  bool                         // stop at synWant's SYN
 	seed     uint64                       // of the shard hash
 
 	lastTick atomic.Int64 // unix nanoseconds of the last Tick, for the watchdog
@@ -176,23 +179,34 @@ func (e *Engine) SetSYNLogged(ports []uint16) {
 func (e *Engine) synLogged(port uint16) bool { return e.synPorts.Load()[port/64]&(1<<(port%64)) != 0 }
 
 // DrainSYNs hands every SYN logged so far to its flow's shard. The
-// engine calls it before it starts a flow from a segment that is not a
-// SYN, and on every Tick (so the log's socket never overflows); it takes
-// no shard's lock while it waits for another's.
-func (e *Engine) DrainSYNs() {
+// engine calls it on every Tick (so the log's socket never overflows),
+// and drainFor before it starts a flow from a segment that is not a SYN;
+// neither holds a shard's lock while it waits for another's.
+func (e *Engine) DrainSYNs() { e.drain(flowKey{}, false) }
+
+// drainFor drains the log up to the SYN of flow k (the SYNs before it
+// are one round trip older, so it is there unless it was lost), leaving
+// later ones for the next drain: one receive per flow, not one more to
+// find the socket empty.
+func (e *Engine) drainFor(k flowKey) { e.drain(k, true) }
+
+func (e *Engine) drain(k flowKey, stop bool) {
 	if e.cfg.SYNs == nil {
 		return
 	}
 	e.synMu.Lock()
 	defer e.synMu.Unlock()
+	e.synWant, e.synStop = k, stop
 	e.cfg.SYNs.Drain(e.onSYN)
 }
 
-func (e *Engine) logged(p *Packet) {
+func (e *Engine) logged(p *Packet) bool {
 	if p.Proto != policy.TCP || !p.SYN || !p.Logged {
-		return
+		return false
 	}
-	e.shardOf(keyOf(p)).logged(p)
+	k := keyOf(p)
+	e.shardOf(k).logged(p)
+	return e.synStop && k == e.synWant
 }
 
 // Shards returns the number of shards.

@@ -63,7 +63,7 @@ func (s *Shard) Handle(p *Packet) {
 		// first (this one's lock released meanwhile: no lock is held
 		// while another is waited for).
 		s.mu.Unlock()
-		s.e.DrainSYNs()
+		s.e.drainFor(k)
 		s.mu.Lock()
 		if f = s.flows[k]; f == nil && s.e.synLogged(p.DstPort) {
 			// Its SYN was forwarded without a trace egressd saw (the log

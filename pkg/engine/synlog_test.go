@@ -25,14 +25,16 @@ func (s *fakeSYNs) log(p Packet) {
 	s.mu.Unlock()
 }
 
-func (s *fakeSYNs) Drain(fn func(*Packet)) {
+func (s *fakeSYNs) Drain(fn func(*Packet) bool) {
 	s.mu.Lock()
-	list := s.pending
-	s.pending = nil
+	defer s.mu.Unlock()
 	s.drains++
-	s.mu.Unlock()
-	for i := range list {
-		fn(&list[i])
+	for len(s.pending) > 0 {
+		p := s.pending[0]
+		s.pending = s.pending[1:]
+		if fn(&p) {
+			return
+		}
 	}
 }
 
@@ -205,7 +207,7 @@ type oneSYN struct {
 	full bool
 }
 
-func (o *oneSYN) Drain(fn func(*Packet)) {
+func (o *oneSYN) Drain(fn func(*Packet) bool) {
 	if o.full {
 		o.full = false
 		fn(&o.p)
@@ -245,4 +247,23 @@ func TestEngineHandleAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(50, run); n > 1 {
 		t.Errorf("a flow through Engine.Handle costs %v allocations, want at most 1", n)
 	}
+}
+
+// TestLoggedSYNDrainStops: a flow's data drains the log up to its own SYN;
+// later ones wait for the next drain (a tick, or their own data).
+func TestLoggedSYNDrainStops(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy)
+	hello := clientHello(t, "allowed.example.test")
+	a, b := h.tcp(server, 443), h.tcp(server, 443)
+	a.loggedSYN(syns)
+	b.loggedSYN(syns)
+	h.wantVerdict(a.send(hello), policy.Allow)
+	if n := len(syns.pending); n != 1 {
+		t.Fatalf("%d SYNs left in the log after a's data, want b's", n)
+	}
+	h.e.Tick(h.clock.Now())
+	if n := len(syns.pending); n != 0 || h.e.Stats().SYNsLogged.Load() != 2 {
+		t.Fatalf("a tick left %d SYNs in the log", n)
+	}
+	h.wantVerdict(b.send(hello), policy.Allow)
 }
