@@ -29,7 +29,8 @@
 # deny-all starter policy, and nothing is forwarded until a policy is pushed.
 #
 # Packages (dnf, Amazon Linux 2023): iptables-nft (the nft backend of
-# iptables), amazon-ssm-agent and awscli-2 (policy pushes), amazon-cloudwatch-agent
+# iptables), ipset (the rules' set of ports whose SYNs are logged, not queued),
+# amazon-ssm-agent and awscli-2 (policy pushes), amazon-cloudwatch-agent
 # (decision logs), util-linux (flock), curl.
 set -euo pipefail
 
@@ -38,7 +39,7 @@ die() {
 	exit 1
 }
 
-PACKAGES=(iptables-nft amazon-ssm-agent awscli-2 amazon-cloudwatch-agent util-linux curl-minimal)
+PACKAGES=(iptables-nft ipset amazon-ssm-agent awscli-2 amazon-cloudwatch-agent util-linux curl-minimal)
 UNITS=(egressd-eni.service egressd-iptables.service egressd.service)
 
 dist="${1:-}"

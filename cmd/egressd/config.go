@@ -35,6 +35,15 @@ type Config struct {
 		Count int `mapstructure:"count"` // readers: queues first..first+count-1
 		Len   int `mapstructure:"len"`   // kernel queue length per queue
 	} `mapstructure:"queue"`
+	// SYNLog reads the SYNs the rules forward without queueing
+	// (egressd-iptables.sh --syn-log-group): on the inspected TCP ports
+	// where the policy decides no SYN, a new flow's SYN does not wait for
+	// egressd. Group must match the rules'. Disabled, egressd leaves the
+	// rules' port set empty and every SYN is queued.
+	SYNLog struct {
+		Enabled bool `mapstructure:"enabled"`
+		Group   int  `mapstructure:"group"` // NFLOG group
+	} `mapstructure:"syn_log"`
 	InspectPorts struct {
 		TCP []int `mapstructure:"tcp"`
 		UDP []int `mapstructure:"udp"`
@@ -101,6 +110,8 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("queue.first", 0)
 	v.SetDefault("queue.count", defaults.QueueCount)
 	v.SetDefault("queue.len", defaults.QueueLen)
+	v.SetDefault("syn_log.enabled", true)
+	v.SetDefault("syn_log.group", defaults.SYNLogGroup)
 	v.SetDefault("inspect_ports.tcp", ints(defaults.InspectTCP))
 	v.SetDefault("inspect_ports.udp", ints(defaults.InspectUDP))
 	v.SetDefault("hello.max_bytes", defaults.HelloMaxBytes)
@@ -215,6 +226,9 @@ func (c *Config) validate() error {
 	}
 	if c.Queue.Len < 1 {
 		bad("queue.len %d must be positive", c.Queue.Len)
+	}
+	if c.SYNLog.Group < 0 || c.SYNLog.Group > 65535 {
+		bad("syn_log.group %d: an NFLOG group is 0..65535 (egressd-iptables.sh --syn-log-group)", c.SYNLog.Group)
 	}
 
 	for _, ports := range []struct {

@@ -59,6 +59,7 @@ var (
 	descLimits      = desc("egressd_limit_denials_total", "Flows denied at a limit, by limit: a pool a source was over its share of (flows, held_packets, buffer_bytes, dns_in_flight), evicted (for a source under its share), dns_rate (a source's lookups per second), dns_budget (the resolver's queries per second), one flow's bound (flow_held_packets, syn_retransmissions, hello_bytes), or syn_log (a flow whose SYN was forwarded and logged, but the log lost it).", "limit")
 	descEngineErrs  = desc("egressd_engine_errors_total", "Engine faults, each failed closed: conclude (a verdict with no packet in hand that conntrack did not take), internal (a refused flow state change: a bug).", "kind")
 	descQueueErrs   = desc("egressd_queue_errors_total", "Queue socket events: enobufs (the kernel could not deliver), receive, verdict, decode.", "queue", "kind")
+	descSYNLog      = desc("egressd_syn_log_total", "The SYN log (SYNs forwarded without queueing, on ports where the policy decides no SYN): syn (read), lost (socket overruns: each loses SYNs, whose flows are then denied, limit syn_log), decode (messages without a TCP SYN).", "event")
 	descQueueDrops  = desc("egressd_queue_dropped_total", "Packets dropped at a queue: by the kernel (nfnetlink_queue: full queue) or user (the reader failed), or by egressd (fail_open's drop queue: what an undecided flow may not carry).", "queue", "by")
 	descDNS         = desc("egressd_dns_total", "DNS verification: queries sent, cache hits, mismatches (mismatch_requeried: after asking again for the flow; mismatch_cached: on an answer fetched after the flow began), grace (verified only within verify_dns.grace), budget_refused (over max_queries_per_second), errors.", "event")
 	descReloads     = desc("egressd_policy_reload_total", "Policy reloads, by result.", "result")
@@ -71,7 +72,7 @@ var (
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDecisions, descShadow, descFlows, descHeld, descLimits, descEngineErrs, descQueueErrs,
-		descQueueDrops, descDNS, descReloads, descPolicyInfo, descPolicyRules, descLogLines, descMode, descBuild} {
+		descQueueDrops, descSYNLog, descDNS, descReloads, descPolicyInfo, descPolicyRules, descLogLines, descMode, descBuild} {
 		ch <- d
 	}
 }
@@ -114,6 +115,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		if qs.Dropped.Load() > 0 {
 			counter(descQueueDrops, qs.Dropped.Load(), n, "egressd")
 		}
+	}
+	if d.synLog != nil {
+		ls := d.synLog.Stats()
+		counter(descSYNLog, ls.SYNs.Load(), "syn")
+		counter(descSYNLog, ls.ENOBUFS.Load(), "lost")
+		counter(descSYNLog, ls.DecodeErrors.Load(), "decode")
 	}
 	for num, drops := range readQueueDrops() {
 		counter(descQueueDrops, drops[0], num, "kernel")

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"reflect"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -133,6 +134,9 @@ type daemon struct {
 
 	engine    *engine.Engine
 	queues    []*nfq.Queue
+	synLog    *nfq.SYNLog
+	synSet    *nfq.SYNPortSet // nil: every SYN is queued
+	synPorts  []uint16        // what synSet holds
 	conntrack *nfq.Conntrack
 	resolver  *resolve.Resolver
 	decisions *declog.Writer
@@ -202,6 +206,14 @@ func (d *daemon) start(stdout io.Writer) error {
 	ecfg.Verifier = verifier
 	ecfg.Log = func(r *declog.Record) { d.metrics.observe(r); d.decisions.Log(r) }
 	ecfg.Logger = log
+	if cfg.SYNLog.Enabled {
+		if err := d.openSYNLog(); err != nil {
+			return err
+		}
+		if d.synSet != nil {
+			ecfg.SYNs = d.synLog
+		}
+	}
 	d.engine, err = engine.New(ecfg, pol, cfg.Queue.Count)
 	if err != nil {
 		return err
@@ -269,6 +281,10 @@ func (d *daemon) start(stdout io.Writer) error {
 	if err := d.waitBound(5 * time.Second); err != nil {
 		return err
 	}
+	// The queues are read: SYNs may now go by the log.
+	if err := d.setSYNPorts(pol.SYNUndecidedPorts()); err != nil {
+		return err
+	}
 	if d.notify.watchdog > 0 {
 		d.goRun("watchdog", d.watchdog)
 	}
@@ -278,6 +294,43 @@ func (d *daemon) start(stdout io.Writer) error {
 		"queues", fmt.Sprintf("%d-%d", cfg.Queue.First, cfg.Queue.First+cfg.Queue.Count-1),
 		"fail_open", cfg.FailOpen, "policy", pol.File(), "policy_sha256", pol.Hash(),
 		"rules", s.Rules, "verify_dns", cfg.VerifyDNS.Enabled)
+	return nil
+}
+
+// openSYNLog binds the SYN log's NFLOG group and opens the rules' port
+// set. Without the set (rules applied with --no-syn-log, or older ones)
+// every SYN is queued, and egressd says so.
+func (d *daemon) openSYNLog() error {
+	l, err := nfq.OpenSYNLog(uint16(d.cfg.SYNLog.Group), 0, d.log)
+	if err != nil {
+		return fmt.Errorf("syn_log: %w", err)
+	}
+	d.synLog = l
+	d.files = append(d.files, l)
+	s, err := nfq.OpenSYNPortSet(nfq.SYNPortSetName, 0)
+	if err != nil {
+		d.log.Warn("syn_log: the rules have no SYN port set (applied with --no-syn-log?); every SYN is queued", "err", err)
+		return nil
+	}
+	d.synSet = s
+	d.files = append(d.files, s)
+	return nil
+}
+
+// setSYNPorts makes ports the TCP ports whose SYNs the rules log and
+// forward: the engine learns them first, then the kernel's set.
+func (d *daemon) setSYNPorts(ports []uint16) error {
+	if d.synSet == nil {
+		return nil
+	}
+	d.engine.SetSYNLogged(ports)
+	if err := d.synSet.Set(ports); err != nil {
+		return fmt.Errorf("syn_log: %w", err)
+	}
+	if !slices.Equal(ports, d.synPorts) {
+		d.log.Info("SYNs logged and forwarded, not queued, on these TCP ports (the policy decides no SYN there)", "ports", ports)
+	}
+	d.synPorts = slices.Clone(ports)
 	return nil
 }
 
@@ -313,6 +366,11 @@ func (d *daemon) wait() int {
 		}
 	}
 	d.notify.stopping()
+	// From now on SYNs are queued again (to no reader once the queues
+	// close: dropped, or bypassed with fail_open), as without the log.
+	if err := d.setSYNPorts(nil); err != nil {
+		d.log.Error("could not empty the SYN port set; SYNs to its ports still pass while egressd is down (their data does not)", "err", err)
+	}
 	code := 0
 	if cause := context.Cause(d.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		d.log.Error("stopping after a failure; the iptables rules stay, so new flows fail closed unless fail_open", "err", cause)
@@ -524,7 +582,27 @@ func (d *daemon) reload(why string) {
 	if pol.Hash() == d.engine.Policy().Hash() {
 		return // an event that did not change the file's content
 	}
+	// A port leaves the SYN set before the policy that may decide its
+	// SYNs takes over, and joins it only after.
+	next := pol.SYNUndecidedPorts()
+	same := slices.Equal(next, d.synPorts)
+	if !same {
+		var both []uint16
+		for _, p := range d.synPorts {
+			if slices.Contains(next, p) {
+				both = append(both, p)
+			}
+		}
+		if err := d.setSYNPorts(both); err != nil {
+			d.log.Error("policy reload: the SYN port set", "err", err)
+		}
+	}
 	d.engine.SetPolicy(pol)
+	if !same {
+		if err := d.setSYNPorts(next); err != nil {
+			d.log.Error("policy reload: the SYN port set", "err", err)
+		}
+	}
 	d.loadedAt.Store(time.Now())
 	d.metrics.reloadOK.Add(1)
 	if d.resolver != nil {

@@ -16,6 +16,8 @@
 #   EGRESSD_QUEUE_FIRST, EGRESSD_QUEUE_COUNT   NFQUEUE numbers (default 0 and 2)
 #   EGRESSD_FAIL_OPEN            true adds --fail-open (default false)
 #   EGRESSD_SOURCE_RATE          --source-rate: packets/s one source may send the queues (default 5000)
+#   EGRESSD_SYN_LOG_ENABLED, EGRESSD_SYN_LOG_GROUP   SYNs logged, not queued, where no SYN
+#                                is decided: --syn-log-group (default true and 10), or --no-syn-log
 #   EGRESSD_INSPECT_PORTS_TCP, EGRESSD_INSPECT_PORTS_UDP   (default 80,443 and 443)
 #   EGRESSD_IPTABLES_SCRIPT      default /usr/libexec/egressd/egressd-iptables.sh
 #
@@ -100,6 +102,11 @@ up() {
 	true | 1) args+=(--fail-open) ;;
 	false | 0) ;;
 	*) die "EGRESSD_FAIL_OPEN must be true or false, not '${EGRESSD_FAIL_OPEN}'" ;;
+	esac
+	case "${EGRESSD_SYN_LOG_ENABLED:-true}" in
+	true | 1) args+=(--syn-log-group "${EGRESSD_SYN_LOG_GROUP:-10}") ;;
+	false | 0) args+=(--no-syn-log) ;;
+	*) die "EGRESSD_SYN_LOG_ENABLED must be true or false, not '${EGRESSD_SYN_LOG_ENABLED}'" ;;
 	esac
 
 	size_conntrack

@@ -49,6 +49,9 @@ const (
 	VerifyBurst = 40
 	// QueueCount is the number of queues, one reader each (queue.count).
 	QueueCount = 2
+	// SYNLogGroup is the NFLOG group of the SYNs the rules forward
+	// without queueing (syn_log.group, egressd-iptables.sh --syn-log-group).
+	SYNLogGroup = 10
 	// DecisionFlushDelay is how long the decision log gathers lines
 	// before it writes them: a write (and a wake-up of the writer and of
 	// journald) per batch instead of per flow, off the verdict path.

@@ -4,6 +4,7 @@
 # Usage:
 #   egressd-iptables.sh apply  --private IF --public IF [--queues FIRST:COUNT] [--fail-open]
 #                              [--inspect-tcp 80,443] [--inspect-udp 443] [--source-rate 5000]
+#                              [--syn-log-group 10 | --no-syn-log] [--queue-cpu-fanout]
 #   egressd-iptables.sh remove [--private IF --public IF]
 #   egressd-iptables.sh status     exit 0 when every rule is in place; 3 when some are missing;
 #                                  4 when a rule runs before one of egressd's jumps (it is named)
@@ -23,7 +24,9 @@
 #       destination unreachable, public -> private (REPLY),
 #         no longer than the header it quotes  ACCEPT  (path MTU, unreachables; the bound below)
 #       anything else                          DROP    (see --fail-open)
-#     private -> public TCP SYN                EGRESSD_Q (CIDR-only flows are decided on the SYN)
+#     private -> public TCP SYN -> EGRESSD_SYN:
+#       to a port in ipset egressd-syn         NFLOG (group --syn-log-group), ACCEPT (below)
+#       others                                 EGRESSD_Q (CIDR-only flows are decided on the SYN)
 #     private -> public TCP -> EGRESSD_HEAD:
 #       no payload, a bare header (below)      ACCEPT  (the handshake's ACK: nothing to decide)
 #       no payload, any other header           DROP    (options an undecided flow has no use for; see --fail-open)
@@ -43,6 +46,20 @@
 #   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface.
 #   ip6tables filter FORWARD -> EGRESSD: DROP (IPv6 is not filtered, so it is never forwarded).
 #   sysctl net.netfilter.nf_conntrack_tcp_loose=0: TCP without a handshake is INVALID.
+#
+# SYNs without a round trip (--syn-log-group, on by default): a SYN is queued so that the
+# policy can decide the flow on it (an address rule, a port that carries no name, a
+# destination every rule denies: such a SYN is rejected and never reaches its server), and so
+# that egressd learns the flow's initial sequence number, where its hello starts. On a port
+# where the policy decides no SYN (every SYN would pass undecided), only the second reason
+# holds, and the SYN need not wait: egressd keeps those TCP ports in the ipset egressd-syn
+# (created here, empty; filled by egressd from its policy, emptied when it stops), and a SYN
+# to one of them is logged to NFLOG group --syn-log-group and forwarded at once. egressd
+# reads the log before it starts a flow from a data segment, so the flow's head is still
+# anchored at its true ISN; a flow whose SYN it never saw (the log overflowed) is denied. An
+# empty set, or --no-syn-log, queues every SYN as before. --queue-cpu-fanout picks the queue
+# by the CPU that processes the packet instead of by addresses (egressd keeps each flow in
+# one place whichever queues its packets come through). Needs the ipset tool.
 #
 # Each source's share of the queues: egressd gives every source a fair share of what it
 # holds, but the kernel's queue fills at the rate packets arrive, whoever sends them, and a
@@ -134,7 +151,11 @@ MARK_ALLOW=0x1
 MARK_DENY=0x2
 MARK_MASK=0x3
 
-CHAINS_FILTER=(EGRESSD EGRESSD_HEAD EGRESSD_REPLY EGRESSD_ICMP EGRESSD_Q)
+CHAINS_FILTER=(EGRESSD EGRESSD_SYN EGRESSD_HEAD EGRESSD_REPLY EGRESSD_ICMP EGRESSD_Q) # each before those it jumps to
+
+# The ipset of TCP ports whose SYNs are logged and forwarded, not queued: egressd fills it
+# (nfq.SYNPortSetName) with the ports where its policy decides no SYN.
+SYN_SET=egressd-syn
 
 usage() {
 	sed -n '2,/^set -euo/p' "$0" | sed -e 's/^# \{0,1\}//' -e '/^set -euo/d'
@@ -149,7 +170,7 @@ cmd="${1:-}"
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 
-private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000
+private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000 cpu_fanout=0 syn_log_group=10
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--private) private="${2:-}"; shift 2 ;;
@@ -159,6 +180,9 @@ while [ $# -gt 0 ]; do
 	--inspect-tcp) inspect_tcp="${2:-}"; shift 2 ;;
 	--inspect-udp) inspect_udp="${2:-}"; shift 2 ;;
 	--source-rate) source_rate="${2:-}"; shift 2 ;;
+	--queue-cpu-fanout) cpu_fanout=1; shift ;;
+	--syn-log-group) syn_log_group="${2:-}"; shift 2 ;;
+	--no-syn-log) syn_log_group=""; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -184,6 +208,9 @@ queue_target() {
 		target="NFQUEUE --queue-num $first"
 	else
 		target="NFQUEUE --queue-balance $first:$((first + count - 1))"
+		if [ "$cpu_fanout" -eq 1 ]; then
+			target="$target --queue-cpu-fanout"
+		fi
 	fi
 	if [ "$fail_open" -eq 1 ]; then
 		target="$target --queue-bypass"
@@ -245,13 +272,14 @@ ruleset_filter() {
 :EGRESSD_REPLY - [0:0]
 :EGRESSD_ICMP - [0:0]
 :EGRESSD_Q - [0:0]
+:EGRESSD_SYN - [0:0]
 -A EGRESSD -m conntrack --ctstate INVALID -j DROP
 -A EGRESSD -m mark ! --mark 0x0/$MARK_MASK -j CONNMARK --save-mark --nfmask $MARK_MASK --ctmask $MARK_MASK
 -A EGRESSD -m connmark --mark $MARK_ALLOW/$MARK_MASK -j ACCEPT
 -A EGRESSD -p tcp -m connmark --mark $MARK_DENY/$MARK_MASK -j REJECT --reject-with tcp-reset
 -A EGRESSD -m connmark --mark $MARK_DENY/$MARK_MASK -j DROP
 -A EGRESSD -p icmp -m conntrack --ctstate RELATED -j EGRESSD_ICMP
--A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp --syn -j EGRESSD_Q
+-A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp --syn -j EGRESSD_SYN
 -A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p tcp -j EGRESSD_HEAD
 -A EGRESSD -i $private -o $public -m conntrack --ctdir ORIGINAL -p udp -j EGRESSD_Q
 -A EGRESSD -i $public -o $private -m conntrack --ctdir REPLY -p tcp -j EGRESSD_REPLY
@@ -270,6 +298,16 @@ RULES
 		echo "-A EGRESSD_Q -m hashlimit --hashlimit-above $source_rate/sec --hashlimit-burst $((2 * source_rate)) --hashlimit-mode srcip --hashlimit-name egressd-src --hashlimit-htable-max 65536 --hashlimit-htable-expire 10000 -j DROP"
 	fi
 	echo "-A EGRESSD_Q -j $q"
+	# SYNs: to a port of the SYN set, logged for egressd and forwarded at once (the rate
+	# above first); the rest queued, to be decided on the SYN where the policy does so.
+	if [ -n "$syn_log_group" ]; then
+		if [ "$source_rate" -gt 0 ]; then
+			echo "-A EGRESSD_SYN -m set --match-set $SYN_SET dst -m hashlimit --hashlimit-above $source_rate/sec --hashlimit-burst $((2 * source_rate)) --hashlimit-mode srcip --hashlimit-name egressd-src --hashlimit-htable-max 65536 --hashlimit-htable-expire 10000 -j DROP"
+		fi
+		echo "-A EGRESSD_SYN -m set --match-set $SYN_SET dst -j NFLOG --nflog-group $syn_log_group --nflog-size 80"
+		echo "-A EGRESSD_SYN -m set --match-set $SYN_SET dst -j ACCEPT"
+	fi
+	echo "-A EGRESSD_SYN -j EGRESSD_Q"
 	while read -r m; do
 		echo "-A EGRESSD_REPLY -p tcp --tcp-flags SYN SYN $m -j ACCEPT"
 	done < <(no_payload_matches)
@@ -383,6 +421,14 @@ apply() {
 	valid_ports "$inspect_udp" || die "--inspect-udp must be a comma-separated port list"
 	[[ "$source_rate" =~ ^[0-9]{1,7}$ ]] || die "--source-rate must be packets per second per source (0: no limit)"
 
+	if [ -n "$syn_log_group" ]; then
+		if ! [[ "$syn_log_group" =~ ^[0-9]{1,5}$ ]] || [ "$syn_log_group" -gt 65535 ]; then
+			die "--syn-log-group must be an NFLOG group, 0..65535"
+		fi
+		command -v ipset >/dev/null || die "--syn-log-group needs the ipset tool (package ipset), or --no-syn-log"
+		# Created empty; egressd fills it. An existing one keeps its ports.
+		ipset create "$SYN_SET" bitmap:port range 0-65535 -exist
+	fi
 	# Chains first (atomically, per table), then the jumps into them.
 	ruleset_filter | "${IPTABLES}-restore" -w --noflush
 	ruleset_mangle | "${IPTABLES}-restore" -w --noflush
@@ -394,7 +440,7 @@ apply() {
 	ensure_first "$IPTABLES" mangle FORWARD EGRESSD_FWD
 	ensure_first "$IPTABLES" nat POSTROUTING EGRESSD_NAT
 	set_tcp_loose 0
-	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open, source-rate $source_rate/s)"
+	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open, source-rate $source_rate/s, syn-log-group ${syn_log_group:-off})"
 }
 
 remove() {
@@ -411,6 +457,9 @@ remove() {
 	drop_chain "$IPTABLES" mangle EGRESSD_FWD
 	drop_chain "$IPTABLES" nat EGRESSD_NAT
 	drop_chain "$IP6TABLES" filter EGRESSD
+	if command -v ipset >/dev/null && ipset list -n "$SYN_SET" >/dev/null 2>&1; then
+		ipset destroy "$SYN_SET"
+	fi
 	if [ -e /proc/sys/net/netfilter/nf_conntrack_tcp_loose ]; then
 		set_tcp_loose 1
 	fi
@@ -458,6 +507,9 @@ status() {
 	check_jump "$IP6TABLES" filter FORWARD EGRESSD "ip6tables FORWARD -> EGRESSD (drop)"
 	local f=/proc/sys/net/netfilter/nf_conntrack_tcp_loose
 	[ -e "$f" ] && echo "nf_conntrack_tcp_loose: $(cat "$f")"
+	if command -v ipset >/dev/null && ipset list -n "$SYN_SET" >/dev/null 2>&1; then
+		echo "TCP ports whose SYNs are logged and forwarded, not queued (ipset $SYN_SET, kept by egressd): $(ipset list "$SYN_SET" | sed -n '/^Members:/,$p' | tail -n +2 | tr '\n' ' ')"
+	fi
 	if [ -r /proc/net/netfilter/nfnetlink_queue ]; then
 		echo "queues (number, reader port id, waiting, copy mode, copy range, queue dropped, user dropped):"
 		awk '{ printf "  %s %s %s %s %s %s %s\n", $1, $2, $3, $4, $5, $6, $7 }' /proc/net/netfilter/nfnetlink_queue

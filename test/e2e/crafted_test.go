@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/tls"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,11 +28,24 @@ func bySport(port int) func(lab.Decision) bool {
 
 // TestReassembly: a hello cut into segments sent out of order, with a
 // retransmission, is read whole; overlapping segments that disagree are
-// denied as malformed.
+// denied as malformed. Both with the SYN queued (the lab's policy decides
+// some SYNs on 443) and with it only logged (namePolicy decides none
+// there): either way the stream is read from the true ISN.
 func TestReassembly(t *testing.T) {
-	s := start(t, labPolicy, lab.Rules{}, lab.EgressdOptions{})
-	hello := clientHello(t, &tls.Config{ServerName: "allowed.example.test"})
+	for _, pc := range []struct{ name, policy, synSet string }{
+		{"SYN queued", labPolicy, "80"},
+		{"SYN logged", namePolicy, "80 443"},
+	} {
+		t.Run(pc.name, func(t *testing.T) {
+			s := start(t, pc.policy, lab.Rules{}, lab.EgressdOptions{})
+			waitSYNSet(t, s, strings.Fields(pc.synSet)...)
+			testReassembly(t, s)
+		})
+	}
+}
 
+func testReassembly(t *testing.T, s *setup) {
+	hello := clientHello(t, &tls.Config{ServerName: "allowed.example.test"})
 	t.Run("out of order with a retransmission", func(t *testing.T) {
 		c := rawClient(t, s, lab.ServerAddr, 443)
 		q := len(hello) / 4

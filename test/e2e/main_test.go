@@ -33,21 +33,26 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// labRules are the rules most tests run: names, addresses and a deny rule
-// over the lab's servers. labPolicy is them with a tests: block; a test
-// that needs one more rule appends it to labRules.
-const labRules = `
+// labPolicyHead and labNameRules begin the lab's policy: its rules by name.
+const labPolicyHead = `
 version: 1
 default: deny
 rules:
-  - name: lab-web
+`
+
+const labNameRules = `  - name: lab-web
     domains: [allowed.example.test, api.allowed.test]
     ports: [443, 80]
     action: allow
   - name: lab-deny
     domains: [denied.example.test]
     action: deny
-  - name: lab-cidr
+`
+
+// labRules are the rules most tests run: names, addresses and a deny rule
+// over the lab's servers. labPolicy is them with a tests: block; a test
+// that needs one more rule appends it to labRules.
+const labRules = labPolicyHead + labNameRules + `  - name: lab-cidr
     cidrs: [203.0.113.20/32]
     ports: [443, 22]
     action: allow
