@@ -25,7 +25,8 @@
 #         no longer than the header it quotes  ACCEPT  (path MTU, unreachables; the bound below)
 #       anything else                          DROP    (see --fail-open)
 #     private -> public TCP SYN -> EGRESSD_SYN:
-#       to a port in ipset egressd-syn         NFLOG (group --syn-log-group), ACCEPT (below)
+#       to a port in ipset egressd-syn, no payload -> EGRESSD_SYNLOG: a source over
+#                                              --source-rate DROP, NFLOG (group --syn-log-group), ACCEPT
 #       others                                 EGRESSD_Q (CIDR-only flows are decided on the SYN)
 #     private -> public TCP -> EGRESSD_HEAD:
 #       no payload, a bare header (below)      ACCEPT  (the handshake's ACK: nothing to decide)
@@ -151,7 +152,7 @@ MARK_ALLOW=0x1
 MARK_DENY=0x2
 MARK_MASK=0x3
 
-CHAINS_FILTER=(EGRESSD EGRESSD_SYN EGRESSD_HEAD EGRESSD_REPLY EGRESSD_ICMP EGRESSD_Q) # each before those it jumps to
+CHAINS_FILTER=(EGRESSD EGRESSD_SYN EGRESSD_SYNLOG EGRESSD_HEAD EGRESSD_REPLY EGRESSD_ICMP EGRESSD_Q) # each before those it jumps to
 
 # The ipset of TCP ports whose SYNs are logged and forwarded, not queued: egressd fills it
 # (nfq.SYNPortSetName) with the ports where its policy decides no SYN.
@@ -273,6 +274,7 @@ ruleset_filter() {
 :EGRESSD_ICMP - [0:0]
 :EGRESSD_Q - [0:0]
 :EGRESSD_SYN - [0:0]
+:EGRESSD_SYNLOG - [0:0]
 -A EGRESSD -m conntrack --ctstate INVALID -j DROP
 -A EGRESSD -m mark ! --mark 0x0/$MARK_MASK -j CONNMARK --save-mark --nfmask $MARK_MASK --ctmask $MARK_MASK
 -A EGRESSD -m connmark --mark $MARK_ALLOW/$MARK_MASK -j ACCEPT
@@ -298,14 +300,19 @@ RULES
 		echo "-A EGRESSD_Q -m hashlimit --hashlimit-above $source_rate/sec --hashlimit-burst $((2 * source_rate)) --hashlimit-mode srcip --hashlimit-name egressd-src --hashlimit-htable-max 65536 --hashlimit-htable-expire 10000 -j DROP"
 	fi
 	echo "-A EGRESSD_Q -j $q"
-	# SYNs: to a port of the SYN set, logged for egressd and forwarded at once (the rate
-	# above first); the rest queued, to be decided on the SYN where the policy does so.
+	# SYNs: to a port of the SYN set and without payload (tested exactly: a SYN that carries
+	# data, TCP Fast Open or crafted, is queued like any payload), logged for egressd and
+	# forwarded at once (the rate above first); the rest queued, to be decided on the SYN
+	# where the policy does so.
 	if [ -n "$syn_log_group" ]; then
+		while read -r m; do
+			echo "-A EGRESSD_SYN -m set --match-set $SYN_SET dst $m -j EGRESSD_SYNLOG"
+		done < <(no_payload_matches)
 		if [ "$source_rate" -gt 0 ]; then
-			echo "-A EGRESSD_SYN -m set --match-set $SYN_SET dst -m hashlimit --hashlimit-above $source_rate/sec --hashlimit-burst $((2 * source_rate)) --hashlimit-mode srcip --hashlimit-name egressd-src --hashlimit-htable-max 65536 --hashlimit-htable-expire 10000 -j DROP"
+			echo "-A EGRESSD_SYNLOG -m hashlimit --hashlimit-above $source_rate/sec --hashlimit-burst $((2 * source_rate)) --hashlimit-mode srcip --hashlimit-name egressd-src --hashlimit-htable-max 65536 --hashlimit-htable-expire 10000 -j DROP"
 		fi
-		echo "-A EGRESSD_SYN -m set --match-set $SYN_SET dst -j NFLOG --nflog-group $syn_log_group --nflog-size 80"
-		echo "-A EGRESSD_SYN -m set --match-set $SYN_SET dst -j ACCEPT"
+		echo "-A EGRESSD_SYNLOG -j NFLOG --nflog-group $syn_log_group --nflog-size 80"
+		echo "-A EGRESSD_SYNLOG -j ACCEPT"
 	fi
 	echo "-A EGRESSD_SYN -j EGRESSD_Q"
 	while read -r m; do

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -73,6 +74,32 @@ func TestSYNLog(t *testing.T) {
 		}
 		if n := queuedSince(t, s, before); n != flows {
 			t.Errorf("%d packets queued for %d TLS flows with one-segment hellos, want one each (the hello)", n, flows)
+		}
+	})
+
+	t.Run("a SYN with payload is queued, and its bytes never cross", func(t *testing.T) {
+		c, err := s.NewRawTCP(lab.ServerAddr, 443)
+		must(t, err)
+		defer c.Close()
+		cap, err := s.StartCapture(s.Inet, "i0", fmt.Sprintf("tcp and src port %d", c.SrcPort()))
+		must(t, err)
+		before := natQueues(t, s)
+		small := clientHello(t, &tls.Config{ServerName: "allowed.example.test", CurvePreferences: []tls.CurveID{tls.X25519}})
+		must(t, c.SYNWithPayload(small))
+		d, err := s.E.WaitDecision(bySport(c.SrcPort()), 5*time.Second)
+		if err != nil || d.Verdict != "allow" {
+			// The hello in the SYN is read like any first segment.
+			t.Fatalf("decision %s: %v", d, err)
+		}
+		if n := queuedSince(t, s, before); n != 1 {
+			t.Errorf("%d packets queued for a SYN with payload, want it (1)", n)
+		}
+		pkts, err := cap.Stop()
+		must(t, err)
+		for _, p := range pkts {
+			if p.Time.Before(d.Time) && p.Payload > 0 {
+				t.Fatalf("payload of a SYN crossed before its flow's decision: %+v", p)
+			}
 		}
 	})
 

@@ -177,6 +177,12 @@ func (c *RawTCP) Handshake(timeout time.Duration, opts ...SegOpt) error {
 	return errors.New("no SYN-ACK")
 }
 
+// SYNWithPayload sends a SYN that carries payload (as TCP Fast Open does,
+// or a crafter), and waits for nothing.
+func (c *RawTCP) SYNWithPayload(payload []byte) error {
+	return c.write(c.ISN, func(t *layers.TCP) { t.SYN = true }, payload)
+}
+
 // Send sends payload at stream offset off (0 is the first byte after the
 // SYN), as one segment with PSH and ACK; it must fit the MTU (see SendAll).
 func (c *RawTCP) Send(off int, payload []byte, opts ...SegOpt) error {
