@@ -194,6 +194,9 @@ func (b *bench) markdown(svg string) []byte {
 		}
 		mdTable(&w, longHeader, rows)
 	}
+	if len(b.micro) > 0 {
+		microTable(&w, b.micro)
+	}
 	w.WriteString(howToRead)
 	return w.Bytes()
 }

@@ -75,6 +75,7 @@ type options struct {
 	perfDir          string
 	longFlow         time.Duration // iperf3 per scenario and round; 0: none
 	mdOut, svgOut    string
+	micro            bool // the hot paths' Go benchmarks after the lab
 }
 
 // variant is egressd set up differently, measured beside the others in
@@ -139,6 +140,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.longFlow, "long-flow", 5*time.Second, "one long TCP flow (iperf3) per scenario and round, for this long; 0: none")
 	fs.StringVar(&o.mdOut, "md", "", "write the report as Markdown (BENCHMARKS.md) to this file")
 	fs.StringVar(&o.svgOut, "svg", "", "write the chart (SVG) to this file")
+	fs.BoolVar(&o.micro, "micro", true, "after the lab, run the hot paths' Go benchmarks (go test -bench) for the report")
 	fs.BoolVar(&o.http, "http", true, "after the handshake, GET / and read the response (the server closes); false: close after the handshake")
 	fs.StringVar(&o.egressd, "egressd", "", "egressd binary to measure (default: build ./cmd/egressd)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement as JSON to this file")
@@ -263,6 +265,7 @@ type bench struct {
 	scens   []*scenario
 	results []result
 	long    []longResult
+	micro   []microResult
 	started time.Time
 	// loadStart is the load average when the run began: the machine may
 	// be shared, and the report says how busy it was.
@@ -309,6 +312,12 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	if err := b.measureAll(ctx); err != nil {
 		return err
+	}
+	if b.o.micro {
+		fmt.Fprintln(os.Stderr, "benchlab: the hot paths' Go benchmarks (go test -bench, 200ms each)")
+		if b.micro, err = runMicro(); err != nil {
+			return err
+		}
 	}
 	b.report(os.Stdout)
 	if b.o.jsonOut != "" {

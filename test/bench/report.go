@@ -340,6 +340,20 @@ func (b *bench) report(w io.Writer) {
 			}
 		}
 	}
+	b.reportMicro(w)
+}
+
+func (b *bench) reportMicro(w io.Writer) {
+	if len(b.micro) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\n== hot paths (go test -bench, 200ms each) ==")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "benchmark\tns/op\tB/op\tallocs/op\t")
+	for _, r := range b.micro {
+		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%d\t%s\n", r.Name, r.NsPerOp, r.BPerOp, r.Allocs, r.Why)
+	}
+	tw.Flush()
 }
 
 func longVerdict(c longCell) string {
@@ -363,8 +377,9 @@ func (b *bench) writeJSON(path string) error {
 		HTTP      bool          `json:"http"`
 		Results   []result      `json:"results"`
 		Long      []longResult  `json:"long_flows"`
+		Micro     []microResult `json:"hot_paths"`
 		Scenarios []string      `json:"scenarios"`
-	}{b.started, runtime.Version(), kernelRelease(), runtime.NumCPU(), b.o.warmup, b.o.duration, b.o.concs, b.o.http, b.results, b.long, b.o.scenarios}
+	}{b.started, runtime.Version(), kernelRelease(), runtime.NumCPU(), b.o.warmup, b.o.duration, b.o.concs, b.o.http, b.results, b.long, b.micro, b.o.scenarios}
 	data, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		return err

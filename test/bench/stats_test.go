@@ -315,3 +315,23 @@ func TestChartAndMarkdown(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMicro(t *testing.T) {
+	out := []byte(`goos: linux
+pkg: github.com/egressd/egressd/pkg/classify
+BenchmarkParseClientHello/rfc8448-2         	 1000000	       211.5 ns/op	 1024.00 MB/s	       0 B/op	       0 allocs/op
+BenchmarkQUICFlow/one-datagram-2            	   30978	      7440 ns/op	    1808 B/op	       4 allocs/op
+pkg: github.com/egressd/egressd/pkg/policy
+BenchmarkCompile/rules=1000-2               	      12	  42266672 ns/op	   1.85 MB/s	 4487282 B/op	   45363 allocs/op
+PASS
+`)
+	got := parseMicro(out)
+	want := []microResult{
+		{Name: "BenchmarkParseClientHello/rfc8448", NsPerOp: 211.5, Package: "pkg/classify"},
+		{Name: "BenchmarkQUICFlow/one-datagram", NsPerOp: 7440, BPerOp: 1808, Allocs: 4, Package: "pkg/classify", Why: allocReasons[0].why},
+		{Name: "BenchmarkCompile/rules=1000", NsPerOp: 42266672, BPerOp: 4487282, Allocs: 45363, Package: "pkg/policy", Why: "NOT EXPLAINED: a hot path that allocates"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("parseMicro (-want +got):\n%s", diff)
+	}
+}
