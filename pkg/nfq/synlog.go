@@ -162,7 +162,7 @@ func (l *SYNLog) config(attrs []byte) error {
 	}
 	deadline := time.Now().Add(time.Second)
 	for {
-		n, _, err := unix.Recvfrom(l.fd, l.buf, 0)
+		n, err := unix.Read(l.fd, l.buf)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
 			if time.Now().After(deadline) {
@@ -214,7 +214,7 @@ func (l *SYNLog) Stats() *SYNLogStats { return &l.stats }
 // for concurrent use (the engine calls it from one goroutine at a time).
 func (l *SYNLog) Drain(fn func(*engine.Packet) bool) {
 	for range maxDrain {
-		n, _, err := unix.Recvfrom(l.fd, l.buf, unix.MSG_DONTWAIT)
+		n, err := unix.Read(l.fd, l.buf) // the socket does not block; read, not recvfrom: no source address to allocate
 		switch {
 		case err == nil:
 			if l.messages(l.buf[:n], fn) {
