@@ -4,7 +4,7 @@
 # Usage:
 #   egressd-iptables.sh apply  --private IF --public IF [--queues FIRST:COUNT] [--fail-open]
 #                              [--inspect-tcp 80,443] [--inspect-udp 443] [--source-rate 5000]
-#                              [--syn-log-group 10 | --no-syn-log] [--queue-cpu-fanout]
+#                              [--syn-log-group 10 | --no-syn-log]
 #   egressd-iptables.sh remove [--private IF --public IF]
 #   egressd-iptables.sh status     exit 0 when every rule is in place; 3 when some are missing;
 #                                  4 when a rule runs before one of egressd's jumps (it is named)
@@ -58,9 +58,7 @@
 # to one of them is logged to NFLOG group --syn-log-group and forwarded at once. egressd
 # reads the log before it starts a flow from a data segment, so the flow's head is still
 # anchored at its true ISN; a flow whose SYN it never saw (the log overflowed) is denied. An
-# empty set, or --no-syn-log, queues every SYN as before. --queue-cpu-fanout picks the queue
-# by the CPU that processes the packet instead of by addresses (egressd keeps each flow in
-# one place whichever queues its packets come through). Needs the ipset tool.
+# empty set, or --no-syn-log, queues every SYN as before. Needs the ipset tool.
 #
 # Each source's share of the queues: egressd gives every source a fair share of what it
 # holds, but the kernel's queue fills at the rate packets arrive, whoever sends them, and a
@@ -171,7 +169,7 @@ cmd="${1:-}"
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 
-private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000 cpu_fanout=0 syn_log_group=10
+private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000 syn_log_group=10
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--private) private="${2:-}"; shift 2 ;;
@@ -181,7 +179,6 @@ while [ $# -gt 0 ]; do
 	--inspect-tcp) inspect_tcp="${2:-}"; shift 2 ;;
 	--inspect-udp) inspect_udp="${2:-}"; shift 2 ;;
 	--source-rate) source_rate="${2:-}"; shift 2 ;;
-	--queue-cpu-fanout) cpu_fanout=1; shift ;;
 	--syn-log-group) syn_log_group="${2:-}"; shift 2 ;;
 	--no-syn-log) syn_log_group=""; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -209,9 +206,6 @@ queue_target() {
 		target="NFQUEUE --queue-num $first"
 	else
 		target="NFQUEUE --queue-balance $first:$((first + count - 1))"
-		if [ "$cpu_fanout" -eq 1 ]; then
-			target="$target --queue-cpu-fanout"
-		fi
 	fi
 	if [ "$fail_open" -eq 1 ]; then
 		target="$target --queue-bypass"
