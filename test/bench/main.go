@@ -108,12 +108,12 @@ func parseVariant(arg string) (string, variant, error) {
 			if hasVal {
 				v.rules = append(v.rules, val)
 			}
-		case strings.HasPrefix(w, "EGRESSD_") && strings.Contains(w, "="):
+		case (strings.HasPrefix(w, "EGRESSD_") || strings.HasPrefix(w, "GOMAXPROCS=") || strings.HasPrefix(w, "GOGC=")) && strings.Contains(w, "="):
 			v.env = append(v.env, w)
 		case strings.HasPrefix(w, "bin="):
 			v.bin = strings.TrimPrefix(w, "bin=")
 		default:
-			return "", v, fmt.Errorf("-variant %q: %q is neither --flag[=value], EGRESSD_KEY=VALUE nor bin=PATH", arg, w)
+			return "", v, fmt.Errorf("-variant %q: %q is neither --flag[=value], EGRESSD_KEY=VALUE (or GOMAXPROCS=, GOGC=) nor bin=PATH", arg, w)
 		}
 	}
 	return name, v, nil
@@ -136,7 +136,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&concs, "conc", "1,16,64", "connections at a time: one table per value")
 	fs.StringVar(&hellos, "hellos", "x25519,mlkem", "ClientHello variants: x25519 (one segment) and/or mlkem (Go's default, X25519MLKEM768: two segments)")
 	fs.StringVar(&scenarios, "scenarios", "plain,egressd,squid,nginx", "what the NAT runs; plain is the baseline and always runs; a -variant's NAME is one more")
-	fs.Var(&variants, "variant", "NAME=SPEC: egressd set up differently, measured as scenario NAME (repeatable); SPEC: space-separated --rules-flag[=value], EGRESSD_KEY=VALUE, bin=PATH")
+	fs.Var(&variants, "variant", "NAME=SPEC: egressd set up differently, measured as scenario NAME (repeatable); SPEC: space-separated --rules-flag[=value], EGRESSD_KEY=VALUE (or GOMAXPROCS=N, GOGC=N), bin=PATH")
 	fs.DurationVar(&o.longFlow, "long-flow", 5*time.Second, "one long TCP flow (iperf3) per scenario and round, for this long; 0: none")
 	fs.StringVar(&o.mdOut, "md", "", "write the report as Markdown (BENCHMARKS.md) to this file")
 	fs.StringVar(&o.svgOut, "svg", "", "write the chart (SVG) to this file")

@@ -263,7 +263,8 @@ func TestParseVariant(t *testing.T) {
 			want: variant{rules: []string{"--queues", "0:4"}, env: []string{"EGRESSD_QUEUE_COUNT=4"}, bin: "/tmp/e"}},
 		{arg: "nospec", wantErr: true},
 		{arg: "egressd=--x", wantErr: true},
-		{arg: "x=GOGC=off", wantErr: true},
+		{arg: "x=GODEBUG=x", wantErr: true},
+		{arg: "g=GOMAXPROCS=1", name: "g", want: variant{env: []string{"GOMAXPROCS=1"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.arg, func(t *testing.T) {
