@@ -178,6 +178,10 @@ func (d *daemon) start(stdout io.Writer) error {
 			return fmt.Errorf("verify_dns: %w", err)
 		}
 		d.resolver, verifier = r, resolverVerifier{r}
+		if cfg.Hello.Timeout < 2*resolve.DefaultRequeryInterval {
+			log.Warn("hello.timeout is shorter than two DNS query slots: a name whose answer lacks the destination is not asked a second time before the deny",
+				"hello_timeout", cfg.Hello.Timeout, "slot", resolve.DefaultRequeryInterval)
+		}
 	} else {
 		log.Warn("verify_dns is disabled: names from SNI, QUIC and Host are taken on trust; decision lines say dns_check=trusted")
 	}
