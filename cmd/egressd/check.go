@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/egressd/egressd/pkg/policy"
 )
@@ -20,6 +21,10 @@ whole public suffix (".com", "*.github.io"; allowed only with
 allow_public_suffix: true on the rule), and tests whose flow does not get the
 expected verdict.
 
+Rules with expires are reported too: those that have expired (no longer in
+force; remove them) and those that expire within 7 days. --at judges expiry
+at another instant than now.
+
 The ports that carry a name change what a rule means (on other ports its
 domains match by DNS address): give the daemon's config with --config, or its
 inspect_ports with --inspect-tcp/--inspect-udp, when they differ from the
@@ -36,6 +41,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", checkUsage, stderr)
 	cfgPath := fs.String("config", "", "the daemon's config file: read inspect_ports from it (and from EGRESSD_* variables)")
 	opts := inspectFlags(fs, cfgPath)
+	at := atFlag(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -45,6 +51,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	o, err := opts()
+	if err == nil {
+		o.At, err = at()
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "egressd check:", err)
 		return 2
@@ -67,6 +76,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	s := p.Stats()
 	fmt.Fprintf(stdout, "%s: ok: %d rules (%d domains, %d cidrs), default %s, %d tests passed, sha256 %s\n",
 		file, s.Rules, s.Domains, s.CIDRs, p.Default(), s.Tests, p.Hash())
+	printExpiries(stdout, p)
 	if *cfgPath != "" {
 		return checkConfigMemory(*cfgPath, stdout)
 	}
@@ -94,4 +104,33 @@ func checkConfigMemory(path string, stdout io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// expirySoon is how far ahead check warns of rules about to expire.
+const expirySoon = 7 * 24 * time.Hour
+
+// printExpiries says which rules have expired and which expire soon, each
+// as file:line: message.
+func printExpiries(w io.Writer, p *policy.Policy) {
+	for _, e := range p.Expired() {
+		fmt.Fprintf(w, "%s:%d: warning: rule %q expired at %s and is not in force; remove it\n",
+			e.File, e.Line, e.Rule, e.Expires.Format(time.RFC3339))
+	}
+	for _, e := range p.Expiring(expirySoon) {
+		fmt.Fprintf(w, "%s:%d: note: rule %q expires at %s, in %s\n",
+			e.File, e.Line, e.Rule, e.Expires.Format(time.RFC3339), roughDuration(e.Expires.Sub(p.AsOf())))
+	}
+}
+
+// roughDuration writes d in days, hours and minutes ("2d 3h", "45m").
+func roughDuration(d time.Duration) string {
+	d = d.Round(time.Minute)
+	days, hours, mins := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour), int(d%time.Hour/time.Minute)
+	switch {
+	case days > 0:
+		return fmt.Sprintf("%dd %dh", days, hours)
+	case hours > 0:
+		return fmt.Sprintf("%dh %dm", hours, mins)
+	}
+	return fmt.Sprintf("%dm", mins)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/egressd/egressd/internal/defaults"
 	"github.com/egressd/egressd/pkg/policy"
@@ -97,4 +98,20 @@ func parsePortList(s string) ([]uint16, error) {
 		out = append(out, uint16(n))
 	}
 	return out, nil
+}
+
+// atFlag adds --at, the instant at which rules' expires are judged, and
+// returns a function that reads it (the zero time, for now, when unset).
+func atFlag(fs *flag.FlagSet) func() (time.Time, error) {
+	at := fs.String("at", "", "judge rules' expires at this RFC 3339 time instead of now (\"what will be in force then\")")
+	return func() (time.Time, error) {
+		if *at == "" {
+			return time.Time{}, nil
+		}
+		t, err := time.Parse(time.RFC3339, *at)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("--at %q is not an RFC 3339 time (like 2026-12-24T06:00:00Z)", *at)
+		}
+		return t, nil
+	}
 }

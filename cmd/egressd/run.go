@@ -141,6 +141,7 @@ type daemon struct {
 
 	reloadMu     sync.Mutex
 	monitorTimer *time.Timer
+	expiryKick   chan struct{} // the policy in force changed: see expireRules
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -249,6 +250,9 @@ func (d *daemon) start(stdout io.Writer) error {
 	d.goRun("policy watch", func(ctx context.Context) error {
 		return watchFile(ctx, cfg.Policy, 200*time.Millisecond, log, func() { d.reload("file changed") })
 	})
+	d.expiryKick = make(chan struct{}, 1)
+	d.logExpiry(pol)
+	d.goRun("policy expiry", d.expireRules)
 	d.goRun("log watch", d.watchLogDrops)
 	d.goRun("limit report", d.reportLimited)
 	if d.resolver != nil {
@@ -518,6 +522,8 @@ func (d *daemon) reload(why string) {
 	d.engine.SetPolicy(pol)
 	d.loadedAt.Store(time.Now())
 	d.metrics.reloadOK.Add(1)
+	d.logExpiry(pol)
+	d.kickExpiry()
 	if d.resolver != nil {
 		if err := d.resolver.Watch(pol.LiteralNames()); err != nil {
 			d.log.Error("verify_dns: cannot watch the new policy's names", "err", err)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/egressd/egressd/internal/defaults"
 )
@@ -22,6 +23,18 @@ type Options struct {
 	// (inspect_ports). nil means the defaults, TCP 80 and 443 and UDP 443;
 	// an empty non-nil slice means no port of that protocol carries one.
 	InspectTCP, InspectUDP []uint16
+
+	// At is the instant at which rules' expires are judged: a rule whose
+	// expires is at or before it is not in force. The zero value is the
+	// time of compiling.
+	At time.Time
+}
+
+func (o Options) at() time.Time {
+	if o.At.IsZero() {
+		return time.Now()
+	}
+	return o.At
 }
 
 func (o Options) inspectTCP() []uint16 {
@@ -56,7 +69,10 @@ type Policy struct {
 	opts     Options
 	def      Verdict
 	defLine  int
-	rules    []rule
+	all      []rule  // every rule of the file, expired ones included, in file order
+	pos      []int32 // for each rule of all, its index in rules, or -1 when it has expired
+	asOf     time.Time
+	rules    []rule // the rules in force at asOf: all without the expired ones
 	tests    []testCase
 	patterns int // domain entries in all rules
 	prefixes int // cidrs entries in all rules
@@ -87,6 +103,7 @@ type portKey struct {
 type rule struct {
 	name        string
 	description string
+	file        string // the file the rule is in, when the policy is a directory; "": the policy's file
 	line        int
 	action      Verdict
 	from        prefixSet // empty: every source
@@ -94,7 +111,8 @@ type rule struct {
 	cidrs       prefixSet // empty: the rule matches by name only
 	ports       []portRange
 	proto       Proto
-	shadow      bool // a deny rule on trial: logged, never enforced
+	shadow      bool      // a deny rule on trial: logged, never enforced
+	expires     time.Time // the rule is in force before this instant; zero: always
 }
 
 // appliesTo checks the conditions that do not depend on the destination.
@@ -149,13 +167,9 @@ var ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 func Compile(file string, s *Spec, opts Options) (*Policy, error) {
 	c := &errs{file: file}
 	p := &Policy{
-		file:     file,
-		opts:     opts,
-		defLine:  s.defaultLine,
-		names:    map[string]*nameEntry{},
-		literal:  map[string][]int32{},
-		cidrOnly: newPrefixTable[[]int32](),
-		byPort:   map[portKey][]int32{},
+		file:    file,
+		opts:    opts,
+		defLine: s.defaultLine,
 	}
 	if s.Version.set && s.Version.s != "1" {
 		c.add(s.Version.line, "version %q is not supported; this egressd reads version 1", s.Version.s)
@@ -176,10 +190,10 @@ func Compile(file string, s *Spec, opts Options) (*Policy, error) {
 			}
 			seen[r.name] = s.Rules[i].Name.line
 		}
-		p.rules = append(p.rules, r)
+		p.all = append(p.all, r)
 	}
 	if len(c.list) == 0 {
-		p.index()
+		p.activate(opts.at())
 		p.tests = compileTests(c, s.Tests, p)
 	}
 	if len(c.list) > 0 {
@@ -235,6 +249,7 @@ func compileRule(c *errs, rs *RuleSpec, opts Options) rule {
 	r.from = newPrefixSet(parsePrefixes(c, label, "from", rs.From))
 	r.cidrs = newPrefixSet(parsePrefixes(c, label, "cidrs", rs.CIDRs))
 
+	r.expires = parseExpires(c, label, rs.Expires)
 	allowPS := parseBool(c, label, "allow_public_suffix", rs.AllowPublicSuffix)
 	r.shadow = parseBool(c, label, "shadow", rs.Shadow)
 	if r.shadow && r.action != Deny {
@@ -401,8 +416,14 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// index builds the lookup structures from the compiled rules.
+// index builds the lookup structures from the rules in force.
 func (p *Policy) index() {
+	p.names = map[string]*nameEntry{}
+	p.literal = map[string][]int32{}
+	p.cidrOnly = newPrefixTable[[]int32]()
+	p.byPort = map[portKey][]int32{}
+	p.named, p.lits, p.denyLits = nil, nil, nil
+	p.patterns, p.prefixes = 0, 0
 	add := func(list []int32, i int32) []int32 {
 		if n := len(list); n > 0 && list[n-1] == i {
 			return list
@@ -486,13 +507,15 @@ func (p *Policy) Hash() string { return p.hash }
 func (p *Policy) Default() Verdict { return p.def }
 
 // Stats counts a policy's parts, for check's summary and for metrics.
+// Rules, Domains and CIDRs count the rules in force; Expired the rules of
+// the file that are not.
 type Stats struct {
-	Rules, Domains, CIDRs, Tests int
+	Rules, Domains, CIDRs, Tests, Expired int
 }
 
 // Stats returns the policy's counts.
 func (p *Policy) Stats() Stats {
-	return Stats{Rules: len(p.rules), Domains: p.patterns, CIDRs: p.prefixes, Tests: len(p.tests)}
+	return Stats{Rules: len(p.rules), Domains: p.patterns, CIDRs: p.prefixes, Tests: len(p.tests), Expired: len(p.all) - len(p.rules)}
 }
 
 // Options returns the options the policy was compiled with.

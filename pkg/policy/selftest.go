@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 )
 
 // testCase is a compiled entry of the policy's tests: block.
@@ -120,9 +121,11 @@ func describe(q *Query) string {
 	return s + ":" + strconv.Itoa(int(q.Port)) + "/" + q.Proto.String()
 }
 
+// ruleIndex is the index in all (expired rules included) of the rule
+// called name, or -1.
 func (p *Policy) ruleIndex(name string) int {
-	for i := range p.rules {
-		if p.rules[i].name == name {
+	for i := range p.all {
+		if p.all[i].name == name {
 			return i
 		}
 	}
@@ -142,6 +145,9 @@ func (p *Policy) RunTests() ErrorList {
 		want := tc.expect.String()
 		if tc.rule != "" {
 			want += " by " + tc.rule
+		}
+		if i := p.ruleIndex(tc.rule); i >= 0 && p.pos[i] < 0 {
+			want += fmt.Sprintf(" (which expired at %s)", p.all[i].expires.Format(time.RFC3339))
 		}
 		out = append(out, &Error{File: p.file, Line: tc.line, Msg: fmt.Sprintf(
 			"test failed: %s: expected %s, got %s by %s%s", tc.desc, want, d.Verdict, d.Rule, p.ruleLine(d))})

@@ -37,6 +37,7 @@ type RuleSpec struct {
 	Action            value   // allow | deny
 	AllowPublicSuffix value   // a bool: accept wildcards over a public suffix
 	Shadow            value   // a bool, deny rules only: log what it would deny, enforce nothing
+	Expires           value   // an RFC 3339 time in UTC: the rule is dropped at that instant; empty: never
 }
 
 // TestSpec is one entry of tests:, a flow and the verdict it must get.
@@ -171,6 +172,8 @@ func parseRule(c *errs, n *yaml.Node) RuleSpec {
 			r.AllowPublicSuffix = scalar(c, v, key)
 		case "shadow":
 			r.Shadow = scalar(c, v, key)
+		case "expires":
+			r.Expires = scalar(c, v, key)
 		}
 	})
 	return r
@@ -207,7 +210,7 @@ func parseTest(c *errs, n *yaml.Node) TestSpec {
 // The keys each mapping accepts, in the order the error message lists them.
 var (
 	topKeys  = []string{"version", "default", "rules", "tests"}
-	ruleKeys = []string{"name", "description", "from", "domains", "cidrs", "ports", "proto", "action", "allow_public_suffix", "shadow"}
+	ruleKeys = []string{"name", "description", "from", "domains", "cidrs", "ports", "proto", "action", "allow_public_suffix", "shadow", "expires"}
 	testKeys = []string{"src", "dst", "name", "port", "proto", "expect", "rule"}
 )
 
