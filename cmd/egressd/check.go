@@ -8,7 +8,7 @@ import (
 	"github.com/egressd/egressd/pkg/policy"
 )
 
-const checkUsage = `Usage: egressd check [flags] POLICY.yaml
+const checkUsage = `Usage: egressd check [flags] POLICY.yaml|POLICY-DIR
 
 Validate a policy file and run its tests: block.
 
@@ -20,6 +20,12 @@ cidrs, misplaced wildcards, IP addresses in domains, wildcards that cover a
 whole public suffix (".com", "*.github.io"; allowed only with
 allow_public_suffix: true on the rule), and tests whose flow does not get the
 expected verdict.
+
+POLICY may be a directory: every *.yaml file in it (not hidden, not in a
+subdirectory) is one file of the policy, e.g. one per team. Rule names are
+unique across the files, exactly one of them sets the default, each file's
+tests run against the whole, and the summary's sha256 is the directory's
+(that of "sha256sum *.yaml" run in it).
 
 Rules with expires are reported too: those that have expired (no longer in
 force; remove them) and those that expire within 7 days. --at judges expiry
@@ -115,6 +121,9 @@ func printExpiries(w io.Writer, p *policy.Policy) {
 	for _, e := range p.Expired() {
 		fmt.Fprintf(w, "%s:%d: warning: rule %q expired at %s and is not in force; remove it\n",
 			e.File, e.Line, e.Rule, e.Expires.Format(time.RFC3339))
+	}
+	for _, f := range p.SpentFiles() {
+		fmt.Fprintf(w, "%s: note: every rule of this file has expired; it can be removed\n", f)
 	}
 	for _, e := range p.Expiring(expirySoon) {
 		fmt.Fprintf(w, "%s:%d: note: rule %q expires at %s, in %s\n",

@@ -69,8 +69,10 @@ type Policy struct {
 	opts     Options
 	def      Verdict
 	defLine  int
-	all      []rule  // every rule of the file, expired ones included, in file order
-	pos      []int32 // for each rule of all, its index in rules, or -1 when it has expired
+	defFile  string   // in a directory, the file that sets the default
+	files    []string // in a directory, its files' names, in merge order
+	all      []rule   // every rule of the file, expired ones included, in file order
+	pos      []int32  // for each rule of all, its index in rules, or -1 when it has expired
 	asOf     time.Time
 	rules    []rule // the rules in force at asOf: all without the expired ones
 	tests    []testCase
@@ -104,6 +106,7 @@ type rule struct {
 	name        string
 	description string
 	file        string // the file the rule is in, when the policy is a directory; "": the policy's file
+	owner       string // its file's owner:, if any
 	line        int
 	action      Verdict
 	from        prefixSet // empty: every source
@@ -135,10 +138,14 @@ func inPorts(rs []portRange, port uint16) bool {
 	return false
 }
 
-// Load reads, validates and compiles a policy file, and runs nothing else:
-// the file's tests are run by RunTests. Every problem is reported, each
-// with its line, as an ErrorList.
+// Load reads, validates and compiles a policy file, or a directory of
+// them (see DirFiles), and runs nothing else: the tests are run by
+// RunTests. Every problem is reported, each with its file and line, as an
+// ErrorList.
 func Load(path string, opts Options) (*Policy, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return loadDir(path, opts)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read the policy: %v", err)}
@@ -177,21 +184,38 @@ func Compile(file string, s *Spec, opts Options) (*Policy, error) {
 	if s.Default.set {
 		v, ok := parseVerdict(s.Default.s)
 		if !ok {
+			c.file = orFile(s.defaultFile, file)
 			c.add(s.Default.line, "default must be deny or allow, not %q", s.Default.s)
+			c.file = file
 		}
 		p.def = v
 	}
-	seen := map[string]int{}
+	if s.defaultFile != "" {
+		p.defFile = s.defaultFile
+	}
+	type place struct {
+		file string
+		line int
+	}
+	seen := map[string]place{}
 	for i := range s.Rules {
-		r := compileRule(c, &s.Rules[i], opts)
+		rs := &s.Rules[i]
+		c.file = orFile(rs.File, file)
+		r := compileRule(c, rs, opts)
+		r.file, r.owner = rs.File, rs.Owner
 		if r.name != "" {
 			if first, dup := seen[r.name]; dup {
-				c.add(s.Rules[i].Name.line, "rule %q: the name is already used by the rule on line %d; rule names must be unique", r.name, first)
+				where := fmt.Sprintf("on line %d", first.line)
+				if first.file != c.file {
+					where = fmt.Sprintf("at %s:%d", first.file, first.line)
+				}
+				c.add(rs.Name.line, "rule %q: the name is already used by the rule %s; rule names must be unique", r.name, where)
 			}
-			seen[r.name] = s.Rules[i].Name.line
+			seen[r.name] = place{c.file, rs.Name.line}
 		}
 		p.all = append(p.all, r)
 	}
+	c.file = file
 	if len(c.list) == 0 {
 		p.activate(opts.at())
 		p.tests = compileTests(c, s.Tests, p)
@@ -499,8 +523,9 @@ func (p *Policy) index() {
 // File returns the name the policy was loaded from.
 func (p *Policy) File() string { return p.file }
 
-// Hash returns the hex SHA-256 of the policy file's bytes ("" for a policy
-// compiled from a Spec without Parse).
+// Hash returns the hex SHA-256 of the policy file's bytes, or of a policy
+// directory's manifest (see DirFiles); "" for a policy compiled from a
+// Spec without Parse.
 func (p *Policy) Hash() string { return p.hash }
 
 // Default returns the verdict for flows no rule matches.
@@ -531,3 +556,11 @@ func (p *Policy) LiteralNames() []string { return p.lits }
 // included), sorted: the names through whose DNS answers deny rules meet a
 // flow on a port that carries a name. The slice must not be modified.
 func (p *Policy) DenyLiteralNames() []string { return p.denyLits }
+
+// orFile is f, or the policy's file when f is "".
+func orFile(f, policyFile string) string {
+	if f == "" {
+		return policyFile
+	}
+	return f
+}

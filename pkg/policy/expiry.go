@@ -85,9 +85,9 @@ func (p *Policy) Expire(now time.Time) (*Policy, []RuleExpiry) {
 			gone = append(gone, p.rules[i].expiry(p.file))
 		}
 	}
-	q := &Policy{file: p.file, hash: p.hash, opts: p.opts, def: p.def, defLine: p.defLine, all: p.all, tests: p.tests}
+	q := *p // the same file, hash, default and tests; activate rebuilds the rest
 	q.activate(now)
-	return q, gone
+	return &q, gone
 }
 
 // Expired returns the rules of the file that are not in force (they

@@ -9,6 +9,8 @@ import (
 // RuleTrace says whether one rule matched a flow, and why (or why not).
 type RuleTrace struct {
 	Rule   string `json:"rule"`
+	File   string `json:"file,omitempty"`  // in a directory, the rule's file
+	Owner  string `json:"owner,omitempty"` // its file's owner:
 	Line   int    `json:"line"`
 	Action string `json:"action"`
 	Shadow bool   `json:"shadow,omitempty"`
@@ -33,12 +35,12 @@ func (p *Policy) Explain(q Query) Explanation {
 		r := &p.all[j]
 		i := p.pos[j]
 		if i < 0 {
-			out.Rules[j] = RuleTrace{Rule: r.name, Line: r.line, Action: r.action.String(), Shadow: r.shadow,
+			out.Rules[j] = RuleTrace{Rule: r.name, File: r.file, Owner: r.owner, Line: r.line, Action: r.action.String(), Shadow: r.shadow,
 				Why: "expired at " + r.expires.Format(time.RFC3339)}
 			continue
 		}
 		m := p.evalRule(r, &q)
-		out.Rules[j] = RuleTrace{Rule: r.name, Line: r.line, Action: r.action.String(), Shadow: r.shadow, Match: m.match, Why: m.why}
+		out.Rules[j] = RuleTrace{Rule: r.name, File: r.file, Owner: r.owner, Line: r.line, Action: r.action.String(), Shadow: r.shadow, Match: m.match, Why: m.why}
 		switch {
 		case m.match:
 			t.add(i, r, m.byName, m.dnsName)
