@@ -132,3 +132,15 @@ func TestDirectoryFailingTest(t *testing.T) {
 		t.Errorf("failures (-want +got):\n%s", diff)
 	}
 }
+
+// TestExamplePolicyDirectory holds the shipped team-file example to its
+// own tests.
+func TestExamplePolicyDirectory(t *testing.T) {
+	p, err := Load("../../examples/policy.d", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fails := p.RunTests(); len(fails) > 0 || p.Stats().Tests < 10 || len(p.Files()) != 3 {
+		t.Errorf("the example directory: %d tests, %d files, failing: %v", p.Stats().Tests, len(p.Files()), fails)
+	}
+}
