@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -114,4 +115,31 @@ func atFlag(fs *flag.FlagSet) func() (time.Time, error) {
 		}
 		return t, nil
 	}
+}
+
+// policyOutputFlags adds the flags of the commands that write a policy
+// (suggest, import): -o, and --config or --inspect-tcp/--inspect-udp for
+// what the policy will mean.
+func policyOutputFlags(fs *flag.FlagSet) (outPath *string, opts func() (policy.Options, error)) {
+	outPath = fs.String("o", "", "write the policy to this file instead of stdout")
+	cfgPath := fs.String("config", "", "the daemon's config file: read inspect_ports from it (and from EGRESSD_* variables)")
+	return outPath, inspectFlags(fs, cfgPath)
+}
+
+// failer returns a command's error reporter: it prints "egressd CMD:
+// message" and returns exit status 2.
+func failer(stderr io.Writer, cmd string) func(format string, a ...any) int {
+	return func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "egressd "+cmd+": "+format+"\n", a...)
+		return 2
+	}
+}
+
+// writeOutput writes data to the file at path, or to stdout when path is "".
+func writeOutput(path string, stdout io.Writer, data []byte) error {
+	if path == "" {
+		_, err := stdout.Write(data)
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }

@@ -38,6 +38,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdReplay(args[1:], stdout, stderr)
 	case "suggest":
 		return cmdSuggest(args[1:], stdout, stderr)
+	case "import":
+		return cmdImport(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0
@@ -64,6 +66,8 @@ Usage:
                                        decide captured or logged flows with a policy
   egressd suggest [--subnet CIDR]... LOG.jsonl|CAPTURE.pcap...
                                        write a policy that allows what was observed
+  egressd import --from anf|squid|smokescreen [--role NAME=CIDR]... FILE...
+                                       translate another filter's rules into a policy
   egressd version                      print the version
   egressd help                         this text
 

@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 
 	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/engine"
@@ -46,16 +46,11 @@ func cmdSuggest(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&subnets, "subnet", "a source subnet to group by, CIDR (repeatable; the VPC's private subnets)")
 	bits := fs.Int("group-bits", 24, "prefix length grouping an IPv4 source in no --subnet")
 	siblings := fs.Int("min-siblings", 3, "observed names under one parent that justify \".parent\" (0: never)")
-	outPath := fs.String("o", "", "write the policy to this file instead of stdout")
-	cfgPath := fs.String("config", "", "the daemon's config file: read inspect_ports from it (and from EGRESSD_* variables)")
-	opts := inspectFlags(fs, cfgPath)
+	outPath, opts := policyOutputFlags(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "egressd suggest: "+format+"\n", a...)
-		return 2
-	}
+	fail := failer(stderr, "suggest")
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return fail("give one or more decision logs or captures")
@@ -85,16 +80,11 @@ func cmdSuggest(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	s := b.Result()
-	out := stdout
-	if *outPath != "" {
-		f, err := os.Create(*outPath)
-		if err != nil {
-			return fail("%v", err)
-		}
-		defer f.Close()
-		out = f
+	var text bytes.Buffer
+	if err := s.WriteYAML(&text); err != nil {
+		return fail("%v", err)
 	}
-	if err := s.WriteYAML(out); err != nil {
+	if err := writeOutput(*outPath, stdout, text.Bytes()); err != nil {
 		return fail("%v", err)
 	}
 	names := 0

@@ -14,14 +14,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/egressd/egressd/internal/golden"
 	"github.com/egressd/egressd/internal/testenv"
 	"github.com/egressd/egressd/test/lab"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/review.md")
 
 var egressdBin string
 
@@ -131,18 +129,7 @@ func TestPolicyReview(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
 	}
-	got := strings.ReplaceAll(out, dir, "$DIR")
-	const golden = "testdata/review.md"
-	if *update {
-		os.WriteFile(golden, []byte(got), 0o644)
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("review (-want +got):\n%s", diff)
-	}
+	golden.Check(t, "testdata/review.md", strings.ReplaceAll(out, dir, "$DIR"))
 
 	// The same policy: nothing changes.
 	if code, out, _ := review(t, old, old, log2); code != 0 || !strings.Contains(out, "**0 newly allowed, 0 newly denied**") ||
