@@ -40,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSuggest(args[1:], stdout, stderr)
 	case "import":
 		return cmdImport(args[1:], stdout, stderr)
+	case "export":
+		return cmdExport(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0
@@ -68,6 +70,8 @@ Usage:
                                        write a policy that allows what was observed
   egressd import --from anf|squid|smokescreen [--role NAME=CIDR]... FILE...
                                        translate another filter's rules into a policy
+  egressd export --format route53-dns-firewall POLICY
+                                       the policy's names as a DNS Firewall domain list
   egressd version                      print the version
   egressd help                         this text
 

@@ -81,3 +81,25 @@ variable "tags" {
   default     = {}
   description = "Tags added to every resource."
 }
+
+variable "dns_firewall_mode" {
+  type        = string
+  default     = "off"
+  description = "Route 53 Resolver DNS Firewall on the VPC (dns_firewall.tf): off; alert (allow the policy's names and the AWS names a VPC needs, log every other query); block (answer every other query NXDOMAIN)."
+  validation {
+    condition     = contains(["off", "alert", "block"], var.dns_firewall_mode)
+    error_message = "dns_firewall_mode must be off, alert or block."
+  }
+}
+
+variable "dns_firewall_domains_file" {
+  type        = string
+  default     = ""
+  description = "With dns_firewall_mode alert or block: the policy's names, one a line, as egressd export --format route53-dns-firewall POLICY writes them."
+}
+
+variable "dns_firewall_extra_domains" {
+  type        = list(string)
+  default     = []
+  description = "More names the DNS Firewall allows, in its syntax (example.com, *.example.com): your private hosted zones, names of hosts reached by cidrs rules."
+}
