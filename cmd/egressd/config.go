@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/egressd/egressd/internal/defaults"
+	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 )
@@ -70,6 +71,12 @@ type Config struct {
 		DecisionsKeep  int           `mapstructure:"decisions_keep"`   // rotated files kept
 		FoldPerSource  int           `mapstructure:"fold_per_source"`  // denied flows/s per source logged one by one; 0: never fold
 		FoldWindow     time.Duration `mapstructure:"fold_window"`      // how often fold summaries are written
+		// EMF adds metrics in CloudWatch Embedded Metric Format to the
+		// decision lines every EMFInterval: decisions and denials, and
+		// denials per reason and rule (never an address).
+		EMF          bool          `mapstructure:"emf"`
+		EMFNamespace string        `mapstructure:"emf_namespace"` // the CloudWatch namespace
+		EMFInterval  time.Duration `mapstructure:"emf_interval"`
 	} `mapstructure:"log"`
 	Metrics struct {
 		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
@@ -105,6 +112,9 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.decisions_keep", 5)
 	v.SetDefault("log.fold_per_source", 50)
 	v.SetDefault("log.fold_window", "10s")
+	v.SetDefault("log.emf", false)
+	v.SetDefault("log.emf_namespace", "egressd")
+	v.SetDefault("log.emf_interval", "60s")
 	v.SetDefault("monitor_until", "")
 	v.SetDefault("metrics.listen", "127.0.0.1:9145")
 }
@@ -183,6 +193,9 @@ func (c *Config) validate() error {
 	}
 	if c.Log.FoldPerSource < 0 || c.Log.FoldWindow < time.Second {
 		bad("log.fold_per_source must be >= 0 and log.fold_window >= 1s")
+	}
+	if c.Log.EMF && (c.Log.EMFNamespace == "" || c.Log.EMFInterval < time.Second) {
+		bad("log.emf_namespace must be set and log.emf_interval at least 1s")
 	}
 	if c.Policy == "" {
 		bad("policy: the policy file's path is required")
@@ -291,4 +304,12 @@ func (c *Config) heldTotal() int {
 // policyOptions are the config's parts that change what a policy means.
 func (c *Config) policyOptions() policy.Options {
 	return policy.Options{InspectTCP: ports16(c.InspectPorts.TCP), InspectUDP: ports16(c.InspectPorts.UDP)}
+}
+
+// emfConfig is the decision log's EMF settings, or nil when off.
+func (c *Config) emfConfig() *declog.EMFConfig {
+	if !c.Log.EMF {
+		return nil
+	}
+	return &declog.EMFConfig{Namespace: c.Log.EMFNamespace, Interval: c.Log.EMFInterval}
 }

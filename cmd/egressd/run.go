@@ -187,6 +187,7 @@ func (d *daemon) start(stdout io.Writer) error {
 	}
 	d.decisions = declog.NewWriter(declog.WriterConfig{
 		Outputs: outputs, FoldRate: float64(cfg.Log.FoldPerSource), FoldWindow: cfg.Log.FoldWindow,
+		EMF: cfg.emfConfig(),
 	})
 	d.metrics = newMetrics(d)
 	d.loadedAt.Store(time.Now())
@@ -476,7 +477,8 @@ func (d *daemon) reloadConfig() {
 		"metrics":       cfg.Metrics == old.Metrics,
 		"log (except level)": cfg.Log.Format == old.Log.Format && cfg.Log.DecisionsFile == old.Log.DecisionsFile &&
 			cfg.Log.DecisionsMaxMB == old.Log.DecisionsMaxMB && cfg.Log.DecisionsKeep == old.Log.DecisionsKeep &&
-			cfg.Log.FoldPerSource == old.Log.FoldPerSource && cfg.Log.FoldWindow == old.Log.FoldWindow,
+			cfg.Log.FoldPerSource == old.Log.FoldPerSource && cfg.Log.FoldWindow == old.Log.FoldWindow &&
+			cfg.Log.EMF == old.Log.EMF && cfg.Log.EMFNamespace == old.Log.EMFNamespace && cfg.Log.EMFInterval == old.Log.EMFInterval,
 	} {
 		if !same {
 			restart = append(restart, key)

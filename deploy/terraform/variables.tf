@@ -103,3 +103,31 @@ variable "dns_firewall_extra_domains" {
   default     = []
   description = "More names the DNS Firewall allows, in its syntax (example.com, *.example.com): your private hosted zones, names of hosts reached by cidrs rules."
 }
+
+variable "denial_alarm_percent" {
+  type        = number
+  default     = 20
+  description = "Alarm (alarms.tf) when more than this share of new flows, in percent, is denied for denial_alarm_minutes; 0: no alarm. From the EMF metrics egressd writes on the decision log (log.emf)."
+  validation {
+    condition     = var.denial_alarm_percent >= 0 && var.denial_alarm_percent <= 100
+    error_message = "denial_alarm_percent is a percentage, 0 to 100."
+  }
+}
+
+variable "denial_alarm_minutes" {
+  type        = number
+  default     = 5
+  description = "How many consecutive minutes the denial rate must stay above denial_alarm_percent to alarm."
+}
+
+variable "alarm_actions" {
+  type        = list(string)
+  default     = []
+  description = "ARNs notified when the denial-rate alarm fires and clears (an SNS topic)."
+}
+
+variable "emf_namespace" {
+  type        = string
+  default     = "egressd"
+  description = "The CloudWatch namespace of egressd's EMF metrics (log.emf_namespace in egressd.yaml)."
+}
