@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/pkg/policy"
+	"github.com/egressd/egressd/pkg/sources"
 )
 
 const checkUsage = `Usage: egressd check [flags] POLICY.yaml|POLICY-DIR
@@ -26,6 +27,11 @@ subdirectory) is one file of the policy, e.g. one per team. Rule names are
 unique across the files, exactly one of them sets the default, each file's
 tests run against the whole, and the summary's sha256 is the directory's
 (that of "sha256sum *.yaml" run in it).
+
+Workload selectors in from (security_groups, tags) are resolved on the
+instance; check says what each resolves to in the instance's last answers
+(sources.cache_file of --config), and warns of one that selects nothing:
+its rule matches no source from it.
 
 Rules with expires are reported too: those that have expired (no longer in
 force; remove them) and those that expire within 7 days. --at judges expiry
@@ -64,6 +70,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "egressd check:", err)
 		return 2
 	}
+	var cache *sources.Resolver
+	if *cfgPath != "" {
+		if cfg, err := loadConfig(*cfgPath); err == nil && cfg.Sources.CacheFile != "" {
+			cache = sources.New(sources.Config{CacheFile: cfg.Sources.CacheFile})
+			o.Sources = cache
+		}
+	}
 	file := fs.Arg(0)
 	p, err := policy.Load(file, o)
 	if err != nil {
@@ -83,6 +96,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s: ok: %d rules (%d domains, %d cidrs), default %s, %d tests passed, sha256 %s\n",
 		file, s.Rules, s.Domains, s.CIDRs, p.Default(), s.Tests, p.Hash())
 	printExpiries(stdout, p)
+	printSelectors(stdout, p, cache)
 	if *cfgPath != "" {
 		return checkConfigMemory(*cfgPath, stdout)
 	}
@@ -142,4 +156,25 @@ func roughDuration(d time.Duration) string {
 		return fmt.Sprintf("%dh %dm", hours, mins)
 	}
 	return fmt.Sprintf("%dm", mins)
+}
+
+// printSelectors says what each workload selector resolves to: in the
+// daemon's last answers (cache), or that it is resolved on the instance.
+func printSelectors(w io.Writer, p *policy.Policy, cache *sources.Resolver) {
+	for _, u := range p.SelectorUses() {
+		head := fmt.Sprintf("%s:%d: ", u.File, u.Line)
+		var a sources.Answer
+		ok := false
+		if cache != nil {
+			a, ok = cache.Answer(u.Selector)
+		}
+		switch {
+		case !ok:
+			fmt.Fprintf(w, "%snote: rule %q: from %s is resolved on the instance (EC2 DescribeNetworkInterfaces); here it matches no source (give --config for the instance's last answers)\n", head, u.Rule, u.Selector)
+		case len(a.Addresses) == 0:
+			fmt.Fprintf(w, "%swarning: rule %q: from %s selects no network interface (EC2's answer of %s), so it matches no source\n", head, u.Rule, u.Selector, a.At.Format(time.RFC3339))
+		default:
+			fmt.Fprintf(w, "%snote: rule %q: from %s resolves to %d addresses (EC2's answer of %s)\n", head, u.Rule, u.Selector, len(a.Addresses), a.At.Format(time.RFC3339))
+		}
+	}
 }

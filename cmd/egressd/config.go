@@ -81,6 +81,16 @@ type Config struct {
 	Metrics struct {
 		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
 	} `mapstructure:"metrics"`
+	// Sources resolve the workload selectors of rules' from (security
+	// groups, tags) with EC2 DescribeNetworkInterfaces; used only when the
+	// policy has some.
+	Sources struct {
+		Refresh   time.Duration `mapstructure:"refresh"`    // how often EC2 is asked again
+		CacheFile string        `mapstructure:"cache_file"` // the last good answers, across restarts; "": none
+		VPCID     string        `mapstructure:"vpc_id"`     // only interfaces of this VPC; "": any the role sees
+		Region    string        `mapstructure:"region"`     // "": the instance's (IMDS)
+		Endpoint  string        `mapstructure:"endpoint"`   // "": EC2's; a URL for tests or a VPC endpoint
+	} `mapstructure:"sources"`
 }
 
 // setDefaults are design.md's (internal/defaults), and what an empty file means.
@@ -117,6 +127,11 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.emf_interval", "60s")
 	v.SetDefault("monitor_until", "")
 	v.SetDefault("metrics.listen", "127.0.0.1:9145")
+	v.SetDefault("sources.refresh", "60s")
+	v.SetDefault("sources.cache_file", "/var/lib/egressd/sources.json")
+	v.SetDefault("sources.vpc_id", "")
+	v.SetDefault("sources.region", "")
+	v.SetDefault("sources.endpoint", "")
 }
 
 // loadConfig reads the config file (path "" means defaults and the
@@ -196,6 +211,9 @@ func (c *Config) validate() error {
 	}
 	if c.Log.EMF && (c.Log.EMFNamespace == "" || c.Log.EMFInterval < time.Second) {
 		bad("log.emf_namespace must be set and log.emf_interval at least 1s")
+	}
+	if c.Sources.Refresh < time.Second {
+		bad("sources.refresh %s must be at least 1s", c.Sources.Refresh)
 	}
 	if c.Policy == "" {
 		bad("policy: the policy file's path is required")

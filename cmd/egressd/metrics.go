@@ -32,6 +32,8 @@ type metrics struct {
 	reloadKO atomic.Uint64
 	// rulesExpired counts rules dropped at their expires while running.
 	rulesExpired atomic.Uint64
+	// sourcesOK and sourcesKO count refreshes of the workload sources.
+	sourcesOK, sourcesKO atomic.Uint64
 }
 
 func newMetrics(d *daemon) *metrics {
@@ -72,12 +74,14 @@ var (
 	descExpiredRun  = desc("egressd_policy_rules_expired_total", "Rules dropped from the policy in force at their expires, while running.")
 	descExpiredNow  = desc("egressd_policy_expired_rules", "Rules of the policy file that have expired and are not in force.")
 	descNextExpiry  = desc("egressd_policy_next_expiry_timestamp_seconds", "When the next rule in force expires (Unix time); absent when none does.")
+	descSources     = desc("egressd_sources_refresh_total", "Refreshes of the workload sources (from: security_groups, tags) from EC2, by result.", "result")
+	descSourcesNone = desc("egressd_sources_empty_selectors", "Workload selectors of the policy in force that resolve to nothing (their rules match no source from them).")
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDecisions, descShadow, descFlows, descHeld, descLimits, descEngineErrs, descQueueErrs,
 		descQueueDrops, descDNS, descReloads, descPolicyInfo, descPolicyRules, descLogLines, descMode, descBuild,
-		descExpiredRun, descExpiredNow, descNextExpiry} {
+		descExpiredRun, descExpiredNow, descNextExpiry, descSources, descSourcesNone} {
 		ch <- d
 	}
 }
@@ -142,6 +146,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if next, ok := pol.NextExpiry(); ok {
 		gauge(descNextExpiry, float64(next.Unix()))
 	}
+	counter(descSources, m.sourcesOK.Load(), "ok")
+	counter(descSources, m.sourcesKO.Load(), "error")
+	empty := 0
+	for _, u := range pol.SelectorUses() {
+		if u.Count == 0 {
+			empty++
+		}
+	}
+	gauge(descSourcesNone, float64(empty))
 	c := d.decisions.Counts()
 	counter(descLogLines, c.Written, "written")
 	counter(descLogLines, c.Dropped, "dropped")

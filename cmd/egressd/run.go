@@ -23,6 +23,7 @@ import (
 	"github.com/egressd/egressd/pkg/nfq"
 	"github.com/egressd/egressd/pkg/policy"
 	"github.com/egressd/egressd/pkg/resolve"
+	"github.com/egressd/egressd/pkg/sources"
 )
 
 const runUsage = `Usage: egressd run [--config FILE] [--mode enforce|monitor]
@@ -141,7 +142,9 @@ type daemon struct {
 
 	reloadMu     sync.Mutex
 	monitorTimer *time.Timer
-	expiryKick   chan struct{} // the policy in force changed: see expireRules
+	expiryKick   chan struct{}     // the policy in force changed: see expireRules
+	sources      *sources.Resolver // workload sources; nil until a policy selects workloads
+	sourcesKick  chan struct{}     // a new policy: refresh the sources now
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -156,6 +159,7 @@ func (d *daemon) start(stdout io.Writer) error {
 		return err
 	}
 	d.ctx, d.cancel = context.WithCancelCause(context.Background())
+	pol = d.withSources(pol)
 
 	var verifier engine.Verifier
 	if cfg.VerifyDNS.Enabled {
@@ -254,6 +258,9 @@ func (d *daemon) start(stdout io.Writer) error {
 	d.expiryKick = make(chan struct{}, 1)
 	d.logExpiry(pol)
 	d.goRun("policy expiry", d.expireRules)
+	if d.sources != nil {
+		d.goRun("workload sources", d.refreshSources)
+	}
 	d.goRun("log watch", d.watchLogDrops)
 	d.goRun("limit report", d.reportLimited)
 	if d.resolver != nil {
@@ -475,6 +482,7 @@ func (d *daemon) reloadConfig() {
 		"limits":        cfg.Limits == old.Limits,
 		"verify_dns":    reflect.DeepEqual(cfg.VerifyDNS, old.VerifyDNS),
 		"metrics":       cfg.Metrics == old.Metrics,
+		"sources":       cfg.Sources == old.Sources,
 		"log (except level)": cfg.Log.Format == old.Log.Format && cfg.Log.DecisionsFile == old.Log.DecisionsFile &&
 			cfg.Log.DecisionsMaxMB == old.Log.DecisionsMaxMB && cfg.Log.DecisionsKeep == old.Log.DecisionsKeep &&
 			cfg.Log.FoldPerSource == old.Log.FoldPerSource && cfg.Log.FoldWindow == old.Log.FoldWindow &&
@@ -520,6 +528,11 @@ func (d *daemon) reload(why string) {
 	}
 	if pol.Hash() == d.engine.Policy().Hash() {
 		return // an event that did not change the file's content
+	}
+	started := d.sources != nil
+	pol = d.withSources(pol)
+	if !started && d.sources != nil {
+		d.goRun("workload sources", d.refreshSources)
 	}
 	d.engine.SetPolicy(pol)
 	d.loadedAt.Store(time.Now())

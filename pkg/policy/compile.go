@@ -28,6 +28,11 @@ type Options struct {
 	// expires is at or before it is not in force. The zero value is the
 	// time of compiling.
 	At time.Time
+
+	// Sources resolves the workload selectors of rules' from (security
+	// groups, tags). nil: selectors resolve to nothing, so they match no
+	// source.
+	Sources Sources
 }
 
 func (o Options) at() time.Time {
@@ -71,6 +76,7 @@ type Policy struct {
 	defLine  int
 	defFile  string   // in a directory, the file that sets the default
 	files    []string // in a directory, its files' names, in merge order
+	sources  Sources  // what resolved the rules' selectors; nil: nothing
 	all      []rule   // every rule of the file, expired ones included, in file order
 	pos      []int32  // for each rule of all, its index in rules, or -1 when it has expired
 	asOf     time.Time
@@ -109,9 +115,12 @@ type rule struct {
 	owner       string // its file's owner:, if any
 	line        int
 	action      Verdict
-	from        prefixSet // empty: every source
-	domains     []pattern // empty: the rule matches by address only
-	cidrs       prefixSet // empty: the rule matches by name only
+	from        prefixSet // with hasFrom false: every source
+	fromStatic  []netip.Prefix
+	selectors   []Selector // resolved into from by the policy's sources
+	hasFrom     bool       // from was given: a source must be in from (which may be empty)
+	domains     []pattern  // empty: the rule matches by address only
+	cidrs       prefixSet  // empty: the rule matches by name only
 	ports       []portRange
 	proto       Proto
 	shadow      bool      // a deny rule on trial: logged, never enforced
@@ -126,7 +135,7 @@ func (r *rule) appliesTo(src netip.Addr, port uint16, proto Proto) bool {
 	if len(r.ports) > 0 && !inPorts(r.ports, port) {
 		return false
 	}
-	return r.from.empty() || r.from.contains(src)
+	return !r.hasFrom || r.from.contains(src)
 }
 
 func inPorts(rs []portRange, port uint16) bool {
@@ -213,8 +222,12 @@ func Compile(file string, s *Spec, opts Options) (*Policy, error) {
 			}
 			seen[r.name] = place{c.file, rs.Name.line}
 		}
+		if opts.Sources != nil {
+			r.resolveFrom(opts.Sources)
+		}
 		p.all = append(p.all, r)
 	}
+	p.sources = opts.Sources
 	c.file = file
 	if len(c.list) == 0 {
 		p.activate(opts.at())
@@ -270,7 +283,10 @@ func compileRule(c *errs, rs *RuleSpec, opts Options) rule {
 		r.ports = append(r.ports, pr)
 	}
 
-	r.from = newPrefixSet(parsePrefixes(c, label, "from", rs.From))
+	r.fromStatic = parsePrefixes(c, label, "from", rs.From)
+	r.selectors = compileSelectors(c, label, rs.FromSelectors)
+	r.hasFrom = len(rs.From)+len(rs.FromSelectors) > 0
+	r.from = newPrefixSet(r.fromStatic)
 	r.cidrs = newPrefixSet(parsePrefixes(c, label, "cidrs", rs.CIDRs))
 
 	r.expires = parseExpires(c, label, rs.Expires)

@@ -73,10 +73,14 @@ func (p *Policy) evalRule(r *rule, q *Query) ruleMatch {
 		return ruleMatch{why: fmt.Sprintf("port %d is not in its ports (%s)", q.Port, portsString(r.ports))}
 	}
 	var why []string
-	if !r.from.empty() {
+	if r.hasFrom {
 		pf, ok := r.from.containing(q.Src)
 		if !ok {
-			return ruleMatch{why: fmt.Sprintf("source %s is not in its from list", addrString(q.Src))}
+			msg := fmt.Sprintf("source %s is not in its from list", addrString(q.Src))
+			if len(r.selectors) > 0 {
+				msg += fmt.Sprintf(" (its addresses and the %d addresses its selectors resolve to)", len(r.from.list)-len(r.fromStatic))
+			}
+			return ruleMatch{why: msg}
 		}
 		why = append(why, fmt.Sprintf("source %s is in %s", q.Src, pf))
 	}

@@ -33,7 +33,8 @@ type RuleSpec struct {
 	Line              int    // the line where the rule's mapping starts
 	Name              value
 	Description       value
-	From              []value // source CIDRs or addresses; empty: every source
+	From              []value        // source CIDRs or addresses; with FromSelectors empty: every source
+	FromSelectors     []SelectorSpec // from entries that select workloads (security groups, tags)
 	Domains           []value
 	CIDRs             []value
 	Ports             []value // numbers or "low-high" ranges; empty: every port
@@ -169,7 +170,7 @@ func parseRule(c *errs, n *yaml.Node) RuleSpec {
 		case "description":
 			r.Description = scalar(c, v, key)
 		case "from":
-			r.From = scalars(c, v, key)
+			r.From, r.FromSelectors = parseFrom(c, v)
 		case "domains":
 			r.Domains = scalars(c, v, key)
 		case "cidrs":
