@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 func review(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	testenv.RequireCommands(t, "bash", "jq", "sed")
-	cmd := exec.Command("./policy-review.sh", args...)
+	cmd := exec.Command("bash", append([]string{"./policy-review.sh"}, args...)...)
 	cmd.Env = append(os.Environ(), "EGRESSD="+egressdBin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
