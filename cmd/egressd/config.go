@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/egressd/egressd/internal/defaults"
+	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 	"github.com/egressd/egressd/pkg/resolve"
@@ -83,10 +84,26 @@ type Config struct {
 		DecisionsKeep  int           `mapstructure:"decisions_keep"`   // rotated files kept
 		FoldPerSource  int           `mapstructure:"fold_per_source"`  // denied flows/s per source logged one by one; 0: never fold
 		FoldWindow     time.Duration `mapstructure:"fold_window"`      // how often fold summaries are written
+		// EMF adds metrics in CloudWatch Embedded Metric Format to the
+		// decision lines every EMFInterval: decisions and denials, and
+		// denials per reason and rule (never an address).
+		EMF          bool          `mapstructure:"emf"`
+		EMFNamespace string        `mapstructure:"emf_namespace"` // the CloudWatch namespace
+		EMFInterval  time.Duration `mapstructure:"emf_interval"`
 	} `mapstructure:"log"`
 	Metrics struct {
 		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
 	} `mapstructure:"metrics"`
+	// Sources resolve the workload selectors of rules' from (security
+	// groups, tags) with EC2 DescribeNetworkInterfaces; used only when the
+	// policy has some.
+	Sources struct {
+		Refresh   time.Duration `mapstructure:"refresh"`    // how often EC2 is asked again
+		CacheFile string        `mapstructure:"cache_file"` // the last good answers, across restarts; "": none
+		VPCID     string        `mapstructure:"vpc_id"`     // only interfaces of this VPC; "": any the role sees
+		Region    string        `mapstructure:"region"`     // "": the instance's (IMDS)
+		Endpoint  string        `mapstructure:"endpoint"`   // "": EC2's; a URL for tests or a VPC endpoint
+	} `mapstructure:"sources"`
 }
 
 // setDefaults are design.md's (internal/defaults), and what an empty file means.
@@ -120,8 +137,16 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.decisions_keep", 5)
 	v.SetDefault("log.fold_per_source", 50)
 	v.SetDefault("log.fold_window", "10s")
+	v.SetDefault("log.emf", false)
+	v.SetDefault("log.emf_namespace", "egressd")
+	v.SetDefault("log.emf_interval", "60s")
 	v.SetDefault("monitor_until", "")
 	v.SetDefault("metrics.listen", "127.0.0.1:9145")
+	v.SetDefault("sources.refresh", "60s")
+	v.SetDefault("sources.cache_file", "/var/lib/egressd/sources.json")
+	v.SetDefault("sources.vpc_id", "")
+	v.SetDefault("sources.region", "")
+	v.SetDefault("sources.endpoint", "")
 }
 
 // loadConfig reads the config file (path "" means defaults and the
@@ -198,6 +223,12 @@ func (c *Config) validate() error {
 	}
 	if c.Log.FoldPerSource < 0 || c.Log.FoldWindow < time.Second {
 		bad("log.fold_per_source must be >= 0 and log.fold_window >= 1s")
+	}
+	if c.Log.EMF && (c.Log.EMFNamespace == "" || c.Log.EMFInterval < time.Second) {
+		bad("log.emf_namespace must be set and log.emf_interval at least 1s")
+	}
+	if c.Sources.Refresh < time.Second {
+		bad("sources.refresh %s must be at least 1s", c.Sources.Refresh)
 	}
 	if c.Policy == "" {
 		bad("policy: the policy file's path is required")
@@ -312,4 +343,12 @@ func (c *Config) heldTotal() int {
 // policyOptions are the config's parts that change what a policy means.
 func (c *Config) policyOptions() policy.Options {
 	return policy.Options{InspectTCP: ports16(c.InspectPorts.TCP), InspectUDP: ports16(c.InspectPorts.UDP)}
+}
+
+// emfConfig is the decision log's EMF settings, or nil when off.
+func (c *Config) emfConfig() *declog.EMFConfig {
+	if !c.Log.EMF {
+		return nil
+	}
+	return &declog.EMFConfig{Namespace: c.Log.EMFNamespace, Interval: c.Log.EMFInterval}
 }

@@ -30,6 +30,10 @@ type metrics struct {
 	latency  prometheus.Histogram
 	reloadOK atomic.Uint64
 	reloadKO atomic.Uint64
+	// rulesExpired counts rules dropped at their expires while running.
+	rulesExpired atomic.Uint64
+	// sourcesOK and sourcesKO count refreshes of the workload sources.
+	sourcesOK, sourcesKO atomic.Uint64
 }
 
 func newMetrics(d *daemon) *metrics {
@@ -67,11 +71,17 @@ var (
 	descLogLines    = desc("egressd_decision_log_lines_total", "Decision lines, by outcome: written, dropped (buffer full), folded (per-source flood), failed (output error).", "outcome")
 	descMode        = desc("egressd_monitor_mode", "1 when decisions are logged but not enforced (monitor mode).")
 	descBuild       = desc("egressd_build_info", "egressd's version.", "version", "goversion")
+	descExpiredRun  = desc("egressd_policy_rules_expired_total", "Rules dropped from the policy in force at their expires, while running.")
+	descExpiredNow  = desc("egressd_policy_expired_rules", "Rules of the policy file that have expired and are not in force.")
+	descNextExpiry  = desc("egressd_policy_next_expiry_timestamp_seconds", "When the next rule in force expires (Unix time); absent when none does.")
+	descSources     = desc("egressd_sources_refresh_total", "Refreshes of the workload sources (from: security_groups, tags) from EC2, by result.", "result")
+	descSourcesNone = desc("egressd_sources_empty_selectors", "Workload selectors of the policy in force that resolve to nothing (their rules match no source from them).")
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDecisions, descShadow, descFlows, descHeld, descLimits, descEngineErrs, descQueueErrs,
-		descQueueDrops, descDNS, descReloads, descPolicyInfo, descPolicyRules, descLogLines, descMode, descBuild} {
+		descQueueDrops, descDNS, descReloads, descPolicyInfo, descPolicyRules, descLogLines, descMode, descBuild,
+		descExpiredRun, descExpiredNow, descNextExpiry, descSources, descSourcesNone} {
 		ch <- d
 	}
 }
@@ -135,6 +145,20 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	pol := d.engine.Policy()
 	gauge(descPolicyInfo, 1, pol.Hash())
 	gauge(descPolicyRules, float64(pol.Stats().Rules))
+	counter(descExpiredRun, m.rulesExpired.Load())
+	gauge(descExpiredNow, float64(pol.Stats().Expired))
+	if next, ok := pol.NextExpiry(); ok {
+		gauge(descNextExpiry, float64(next.Unix()))
+	}
+	counter(descSources, m.sourcesOK.Load(), "ok")
+	counter(descSources, m.sourcesKO.Load(), "error")
+	empty := 0
+	for _, u := range pol.SelectorUses() {
+		if u.Count == 0 {
+			empty++
+		}
+	}
+	gauge(descSourcesNone, float64(empty))
 	c := d.decisions.Counts()
 	counter(descLogLines, c.Written, "written")
 	counter(descLogLines, c.Dropped, "dropped")

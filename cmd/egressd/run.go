@@ -24,6 +24,7 @@ import (
 	"github.com/egressd/egressd/pkg/nfq"
 	"github.com/egressd/egressd/pkg/policy"
 	"github.com/egressd/egressd/pkg/resolve"
+	"github.com/egressd/egressd/pkg/sources"
 )
 
 const runUsage = `Usage: egressd run [--config FILE] [--mode enforce|monitor]
@@ -142,6 +143,9 @@ type daemon struct {
 
 	reloadMu     sync.Mutex
 	monitorTimer *time.Timer
+	expiryKick   chan struct{}     // the policy in force changed: see expireRules
+	sources      *sources.Resolver // workload sources; nil until a policy selects workloads
+	sourcesKick  chan struct{}     // a new policy: refresh the sources now
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -156,6 +160,7 @@ func (d *daemon) start(stdout io.Writer) error {
 		return err
 	}
 	d.ctx, d.cancel = context.WithCancelCause(context.Background())
+	pol = d.withSources(pol)
 
 	var verifier engine.Verifier
 	if cfg.VerifyDNS.Enabled {
@@ -197,6 +202,7 @@ func (d *daemon) start(stdout io.Writer) error {
 	}
 	d.decisions = declog.NewWriter(declog.WriterConfig{
 		Outputs: outputs, FoldRate: float64(cfg.Log.FoldPerSource), FoldWindow: cfg.Log.FoldWindow,
+		EMF: cfg.emfConfig(),
 	})
 	d.metrics = newMetrics(d)
 	d.loadedAt.Store(time.Now())
@@ -260,6 +266,12 @@ func (d *daemon) start(stdout io.Writer) error {
 	d.goRun("policy watch", func(ctx context.Context) error {
 		return watchFile(ctx, cfg.Policy, 200*time.Millisecond, log, func() { d.reload("file changed") })
 	})
+	d.expiryKick = make(chan struct{}, 1)
+	d.logExpiry(pol)
+	d.goRun("policy expiry", d.expireRules)
+	if d.sources != nil {
+		d.goRun("workload sources", d.refreshSources)
+	}
 	d.goRun("log watch", d.watchLogDrops)
 	d.goRun("limit report", d.reportLimited)
 	if d.resolver != nil {
@@ -481,9 +493,11 @@ func (d *daemon) reloadConfig() {
 		"limits":        cfg.Limits == old.Limits,
 		"verify_dns":    reflect.DeepEqual(cfg.VerifyDNS, old.VerifyDNS),
 		"metrics":       cfg.Metrics == old.Metrics,
+		"sources":       cfg.Sources == old.Sources,
 		"log (except level)": cfg.Log.Format == old.Log.Format && cfg.Log.DecisionsFile == old.Log.DecisionsFile &&
 			cfg.Log.DecisionsMaxMB == old.Log.DecisionsMaxMB && cfg.Log.DecisionsKeep == old.Log.DecisionsKeep &&
-			cfg.Log.FoldPerSource == old.Log.FoldPerSource && cfg.Log.FoldWindow == old.Log.FoldWindow,
+			cfg.Log.FoldPerSource == old.Log.FoldPerSource && cfg.Log.FoldWindow == old.Log.FoldWindow &&
+			cfg.Log.EMF == old.Log.EMF && cfg.Log.EMFNamespace == old.Log.EMFNamespace && cfg.Log.EMFInterval == old.Log.EMFInterval,
 	} {
 		if !same {
 			restart = append(restart, key)
@@ -526,9 +540,16 @@ func (d *daemon) reload(why string) {
 	if pol.Hash() == d.engine.Policy().Hash() {
 		return // an event that did not change the file's content
 	}
+	started := d.sources != nil
+	pol = d.withSources(pol)
+	if !started && d.sources != nil {
+		d.goRun("workload sources", d.refreshSources)
+	}
 	d.engine.SetPolicy(pol)
 	d.loadedAt.Store(time.Now())
 	d.metrics.reloadOK.Add(1)
+	d.logExpiry(pol)
+	d.kickExpiry()
 	if d.resolver != nil {
 		if err := d.resolver.Watch(pol.LiteralNames()); err != nil {
 			d.log.Error("verify_dns: cannot watch the new policy's names", "err", err)

@@ -24,8 +24,9 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	f.Add([]byte("version: 1\ndefault: allow\nrules:\n  - {name: a, cidrs: [::/0], action: deny}\n")) // IPv6 everything
-	f.Add([]byte("version: 1\ndefault: deny\nrules: &r [*r]\n"))                                      // a self-referencing alias
+	f.Add([]byte("version: 1\ndefault: allow\nrules:\n  - {name: a, cidrs: [::/0], action: deny}\n"))                                                                   // IPv6 everything
+	f.Add([]byte("version: 1\ndefault: deny\nrules: &r [*r]\n"))                                                                                                        // a self-referencing alias
+	f.Add([]byte("version: 1\ndefault: deny\nrules:\n  - {name: w, from: [{tags: {Team: a}}, {security_groups: [sg-01234567]}], cidrs: [0.0.0.0/0], action: allow}\n")) // workload selectors
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse("f.yaml", data, Options{})
 		if err != nil {
