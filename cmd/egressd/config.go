@@ -74,6 +74,7 @@ type Config struct {
 	Metrics struct {
 		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
 	} `mapstructure:"metrics"`
+	HA haConfig `mapstructure:"ha"` // egressd ha's (haconfig.go); run ignores it
 }
 
 // setDefaults are design.md's (internal/defaults), and what an empty file means.
@@ -107,6 +108,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.fold_window", "10s")
 	v.SetDefault("monitor_until", "")
 	v.SetDefault("metrics.listen", "127.0.0.1:9145")
+	setHADefaults(v)
 }
 
 // loadConfig reads the config file (path "" means defaults and the

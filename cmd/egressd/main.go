@@ -36,6 +36,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdExplain(args[1:], stdout, stderr)
 	case "replay":
 		return cmdReplay(args[1:], stdout, stderr)
+	case "ha":
+		return cmdHA(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0
@@ -60,6 +62,8 @@ Usage:
                                        decide one flow, as one decision-log line
   egressd replay --policy P [--resolve NAME=IP,...] [--baseline OLD] CAPTURE.pcap|LOG.jsonl
                                        decide captured or logged flows with a policy
+  egressd ha run|status|conntrackd-config [--config FILE]
+                                       high availability: an active and a standby member per zone
   egressd version                      print the version
   egressd help                         this text
 

@@ -153,3 +153,13 @@ func checkPeer(ctx context.Context, c *http.Client, cfg *Config) peerCheck {
 	}
 	return p
 }
+
+// FetchStatus asks a member's agent for its /status (baseURL is its HA
+// endpoint, "http://10.0.0.11:9146").
+func FetchStatus(ctx context.Context, c *http.Client, baseURL string) (*Status, error) {
+	var s Status
+	if err := getJSON(ctx, c, strings.TrimSuffix(baseURL, "/")+"/status", &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
