@@ -62,7 +62,8 @@ The ha: section of the config (every key also EGRESSD_HA_<KEY>):
     hold_down: 60s
     route_tables: [rtb-0aaa...]    # and/or route_table_tag: egressd-ha=NAME-ZONE
     peer: {name: b, url: "http://10.0.0.11:9146", eni: eni-0bbb...}
-    eip: {allocation_id: eipalloc-..., private_ip: 10.0.0.50}   # both members SNAT to private_ip
+    eip: {allocation_id: eipalloc-..., private_ip: 10.0.0.50}   # the floating address the EIP maps to
+    snat_address: ""               # what both members SNAT to (egressd-iptables.sh --snat); "": eip.private_ip
     ec2: {region: "", endpoint: "", timeout: 5s, poll: 30s, max_backoff: 30s}
     local: {readyz: "", rules_check: [/usr/libexec/egressd/egressd-iptables.sh, status],
             rules_every: 10s, interfaces: []}

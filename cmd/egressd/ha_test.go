@@ -86,7 +86,7 @@ func TestHABadConfig(t *testing.T) {
 		{"bad duration", "interval: 200ms", "interval: fast", "interval"},
 		{"hold-down too short", "hold_down: 2s", "hold_down: 300ms", "ha.hold_down: 300ms is shorter than the detection time"},
 		{"no metrics", `metrics: {listen: "127.0.0.1:9145"}`, `metrics: {listen: ""}`, "ha.local.readyz: \"\" is not egressd's /readyz URL (metrics.listen must be set"},
-		{"ignoring the SNAT address", "ignore: [10.0.0.10]", "ignore: [10.0.0.10, 10.0.0.50]", "ha.conntrackd.ignore: 10.0.0.50 is eip.private_ip"},
+		{"ignoring the SNAT address", "ignore: [10.0.0.10]", "ignore: [10.0.0.10, 10.0.0.50]", "ha.conntrackd.ignore: 10.0.0.50 is the address every forwarded connection is NATed to"},
 		{"bad sync address", "local: 10.0.0.10", "local: here", `ha.conntrackd.local: "here" is not an IPv4 address`},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -40,7 +41,8 @@ type haConfig struct {
 		AllocationID string `mapstructure:"allocation_id"` // "": the Elastic IP is left alone
 		PrivateIP    string `mapstructure:"private_ip"`    // the floating address it maps to, that both members SNAT to
 	} `mapstructure:"eip"`
-	EC2 struct {
+	SNATAddress string `mapstructure:"snat_address"` // what both members SNAT to (egressd-iptables.sh --snat); "": eip.private_ip
+	EC2         struct {
 		Region     string        `mapstructure:"region"`   // "": from IMDSv2
 		Endpoint   string        `mapstructure:"endpoint"` // "": the region's
 		Timeout    time.Duration `mapstructure:"timeout"`
@@ -85,6 +87,7 @@ func setHADefaults(v *viper.Viper) {
 	v.SetDefault("ha.peer.eni", "")
 	v.SetDefault("ha.eip.allocation_id", "")
 	v.SetDefault("ha.eip.private_ip", "")
+	v.SetDefault("ha.snat_address", "")
 	v.SetDefault("ha.ec2.region", "")
 	v.SetDefault("ha.ec2.endpoint", "")
 	v.SetDefault("ha.ec2.timeout", "5s")
@@ -133,7 +136,7 @@ func haSettings(cfg *Config) (*ha.Config, *ha.SyncConfig, error) {
 		Peer:     ha.Peer{Name: h.Peer.Name, URL: h.Peer.URL, ENI: h.Peer.ENI},
 		Interval: h.Interval, Timeout: h.Timeout, FailureThreshold: h.FailureThreshold, HoldDown: h.HoldDown,
 		RouteTables: h.RouteTables, RouteTableTag: h.RouteTableTag, Destination: h.Destination,
-		EIP: ha.EIP{AllocationID: h.EIP.AllocationID, PrivateIP: h.EIP.PrivateIP},
+		EIP: ha.EIP{AllocationID: h.EIP.AllocationID, PrivateIP: h.EIP.PrivateIP}, SNATAddress: h.SNATAddress,
 		EC2: ha.EC2{Region: h.EC2.Region, Endpoint: h.EC2.Endpoint, Timeout: h.EC2.Timeout, Poll: h.EC2.Poll, MaxBackoff: h.EC2.MaxBackoff},
 		Local: ha.Local{Readyz: h.Local.Readyz, RulesCheck: h.Local.RulesCheck, RulesEvery: h.Local.RulesEvery,
 			Interfaces: h.Local.Interfaces, Conntrackd: h.Conntrackd.Config},
@@ -153,9 +156,10 @@ func haSettings(cfg *Config) (*ha.Config, *ha.SyncConfig, error) {
 			sync.HashLimit = defaultHashLimit()
 		}
 		errs = append(errs, sync.Validate("ha.conntrackd."))
+		snat := cmp.Or(h.SNATAddress, h.EIP.PrivateIP)
 		for _, a := range sync.Ignore {
-			if a == h.EIP.PrivateIP && a != "" {
-				errs = append(errs, fmt.Errorf("ha.conntrackd.ignore: %s is eip.private_ip, the address every forwarded connection is NATed to: ignoring it would sync none of them", a))
+			if a == snat && a != "" {
+				errs = append(errs, fmt.Errorf("ha.conntrackd.ignore: %s is the address every forwarded connection is NATed to (snat_address, eip.private_ip): ignoring it would sync none of them", a))
 			}
 		}
 	}

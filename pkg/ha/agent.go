@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -65,11 +66,14 @@ type Agent struct {
 	view    *View
 	viewErr string // why the last read or move failed, until one succeeds
 	retryAt time.Time
-	sync    *SyncStats
-	syncAt  time.Time
+	// refreshed: since it was last active, this member has replaced its
+	// own entries of forwarded connections with the peer's (RefreshStandby).
+	refreshed bool
+	refreshAt time.Time
 
 	mu     sync.Mutex
 	status Status
+	sync   *SyncStats // conntrackd's, read apart from the rounds
 }
 
 // NewAgent returns an agent for cfg over the EC2 api. cfg must be valid.
@@ -94,6 +98,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		"preferred", a.cfg.Preferred, "failback", a.cfg.Failback, "interval", a.cfg.Interval.String(),
 		"failure_threshold", a.cfg.FailureThreshold, "hold_down", a.cfg.HoldDown.String(),
 		"route_tables", a.cfg.RouteTables, "route_table_tag", a.cfg.RouteTableTag, "eip", a.cfg.EIP.AllocationID)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { a.slowChecks(ctx) })
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -113,13 +120,23 @@ func (a *Agent) round(ctx context.Context) {
 	h := a.local.check(ctx, false)
 	p := checkPeer(ctx, a.peer, a.cfg)
 	a.dec.Observe(now, h.Ready, p.Up)
-	a.countPeer(p)
+	a.countPeer(p, prev)
 
 	d := a.decide(now)
+	fresh := false
 	if d.Action != None || a.view == nil || now.Sub(a.view.At) >= a.cfg.EC2.Poll {
 		// The route table is read before every move: whatever the cached
-		// view said, the move is decided on a fresh one.
-		if a.refresh(ctx, now) {
+		// view said, the move is decided on a fresh one. The rules too are
+		// checked afresh (a member takes the routes only if it can filter
+		// the moment it does), meanwhile.
+		var wg sync.WaitGroup
+		if d.Action != None {
+			fresh = true
+			wg.Go(func() { h = a.local.check(ctx, true) })
+		}
+		ok := a.refresh(ctx, now)
+		wg.Wait()
+		if ok {
 			d = a.decide(now)
 		} else {
 			d = Decision{None, "ec2-unreadable"}
@@ -127,17 +144,49 @@ func (a *Agent) round(ctx context.Context) {
 	}
 	var move *Move
 	if d.Action != None {
-		// The rules too are checked afresh: a member takes the routes only
-		// if it can filter the moment it does.
-		if h = a.local.check(ctx, true); !h.Ready {
-			a.dec.Observe(now, false, p.Up)
+		if !fresh {
+			h = a.local.check(ctx, true)
+		}
+		if !h.Ready {
+			a.dec.NotReady()
 			d = Decision{None, "not-ready"}
 		} else {
 			move = a.move(ctx, d)
 		}
 	}
-	a.readSync(ctx, now)
+	a.refreshSync(ctx, now, h, p)
 	a.publish(prev, h, p, d, move)
+}
+
+// refreshSync, once per stint as standby, replaces this member's own
+// entries of forwarded connections with the active peer's copies, so that
+// the routes can come back to it without stalling the connections the
+// peer carried meanwhile (see RefreshStandby). Only while the peer is up
+// (it answers the resync) and no route or the EIP still names this member.
+func (a *Agent) refreshSync(ctx context.Context, now time.Time, h Health, p peerCheck) {
+	snat := a.cfg.snat()
+	if a.cfg.Local.Conntrackd == "" || snat == "" || a.view == nil {
+		return
+	}
+	switch a.view.Owner(a.cfg.ENI, a.cfg.Peer.ENI) {
+	case OwnerSelf:
+		a.refreshed = false
+		return
+	case OwnerPeer:
+	default:
+		return
+	}
+	if a.refreshed || !p.Up || !h.Ready || a.view.Names(a.cfg.ENI) || now.Sub(a.refreshAt) < a.cfg.Local.RulesEvery {
+		return
+	}
+	a.refreshAt = now
+	n, err := RefreshStandby(ctx, a.cfg.Local.Conntrackd, snat)
+	if err != nil {
+		a.log.Error("standby: cannot replace this member's connection entries with the peer's; connections may stall if the routes come back", "err", err)
+		return
+	}
+	a.refreshed = true
+	a.log.Info("standby: this member's own entries of forwarded connections replaced by the peer's", "removed", n, "snat", snat)
 }
 
 func (a *Agent) decide(now time.Time) Decision {
@@ -202,10 +251,23 @@ func (a *Agent) move(ctx context.Context, d Decision) *Move {
 	a.metrics.MoveSeconds.Observe(took.Seconds())
 	a.log.Warn("active: the routes and the elastic IP name this member", "action", m.Action, "changes", len(m.Changes),
 		"took_ms", ms(took), "routes", describe(v))
+	if a.cfg.Local.Conntrackd != "" {
+		if err := PromoteSync(ctx, a.cfg.Local.Conntrackd); err != nil {
+			a.log.Error("active: cannot hand conntrackd the whole table; connections inherited from the peer will not go back to it", "err", err)
+		}
+	}
 	return m
 }
 
-func (a *Agent) countPeer(p peerCheck) {
+// countPeer counts a check of the peer and logs its changes (before any
+// move it leads to).
+func (a *Agent) countPeer(p peerCheck, prev Status) {
+	switch {
+	case p.Up && !prev.Peer.Up:
+		a.log.Info("peer up", "peer", a.cfg.Peer.Name, "policy_sha256", p.PolicySHA256)
+	case a.dec.PeerFailures() == a.cfg.FailureThreshold:
+		a.log.Warn("peer down", "peer", a.cfg.Peer.Name, "failures", a.dec.PeerFailures(), "err", p.Error)
+	}
 	result := "ready"
 	switch {
 	case p.Up:
@@ -217,13 +279,30 @@ func (a *Agent) countPeer(p peerCheck) {
 	a.metrics.Checks.WithLabelValues(result).Inc()
 }
 
-func (a *Agent) readSync(ctx context.Context, now time.Time) {
-	if a.cfg.Local.Conntrackd == "" || now.Sub(a.syncAt) < a.cfg.Local.RulesEvery {
+// slowChecks runs the checks that are processes (the rules check,
+// conntrackd -s) every RulesEvery, apart from the rounds.
+func (a *Agent) slowChecks(ctx context.Context) {
+	if len(a.cfg.Local.RulesCheck) == 0 && a.cfg.Local.Conntrackd == "" {
 		return
 	}
-	a.syncAt = now
-	s := ReadSyncStats(ctx, a.cfg.Local.Conntrackd)
-	a.sync = &s
+	t := time.NewTicker(cmp.Or(a.cfg.Local.RulesEvery, 10*time.Second))
+	defer t.Stop()
+	for {
+		if len(a.cfg.Local.RulesCheck) > 0 {
+			a.local.checkRules(ctx)
+		}
+		if a.cfg.Local.Conntrackd != "" {
+			s := ReadSyncStats(ctx, a.cfg.Local.Conntrackd)
+			a.mu.Lock()
+			a.sync = &s
+			a.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (a *Agent) snapshot() Status {
@@ -243,7 +322,7 @@ func (a *Agent) publish(prev Status, h Health, p peerCheck, d Decision, move *Mo
 		Owner: owner.String(), View: a.view, ViewError: a.viewErr, RetryAt: a.retryAt,
 		Peer: PeerStatus{Name: a.cfg.Peer.Name, URL: a.cfg.Peer.URL, ENI: a.cfg.Peer.ENI, Up: p.Up,
 			Failures: a.dec.PeerFailures(), PolicySHA256: p.PolicySHA256, Error: p.Error},
-		Decision: d.Action.String() + ": " + d.Reason, NextMove: a.dec.NextMove(), LastMove: prev.LastMove, Sync: a.sync,
+		Decision: d.Action.String() + ": " + d.Reason, NextMove: a.dec.NextMove(), LastMove: prev.LastMove,
 	}
 	if move != nil {
 		s.LastMove = move
@@ -258,6 +337,7 @@ func (a *Agent) publish(prev Status, h Health, p peerCheck, d Decision, move *Mo
 	}
 	differs := p.PolicySHA256 != "" && h.PolicySHA256 != "" && p.PolicySHA256 != h.PolicySHA256
 	a.mu.Lock()
+	s.Sync = a.sync
 	a.status = s
 	a.mu.Unlock()
 
@@ -270,14 +350,6 @@ func (a *Agent) publish(prev Status, h Health, p peerCheck, d Decision, move *Mo
 			a.log.Info("ready: this member can filter", "policy_sha256", h.PolicySHA256)
 		} else {
 			a.log.Warn("not ready: this member will not take the routes", "problems", h.Problems)
-		}
-	}
-	if p.Up != prev.Peer.Up || (a.dec.PeerDown() && prev.Peer.Failures < a.cfg.FailureThreshold) {
-		switch {
-		case p.Up:
-			a.log.Info("peer up", "peer", a.cfg.Peer.Name, "policy_sha256", p.PolicySHA256)
-		case a.dec.PeerDown():
-			a.log.Warn("peer down", "peer", a.cfg.Peer.Name, "failures", a.dec.PeerFailures(), "err", p.Error)
 		}
 	}
 	if differs && (p.PolicySHA256 != prev.Peer.PolicySHA256 || h.PolicySHA256 != prev.PolicySHA256) {
@@ -296,7 +368,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		h := a.snapshot().Health
 		// A stuck loop must not keep saying ready.
-		if h.Ready && time.Since(h.CheckedAt) > 3*a.cfg.Interval+a.cfg.Timeout {
+		if h.Ready && time.Since(h.CheckedAt) > a.staleAfter() {
 			h.Ready, h.Problems = false, []string{"the HA loop is stuck: last check at " + h.CheckedAt.UTC().Format(time.RFC3339Nano)}
 		}
 		writeJSON(w, h, h.Ready)
@@ -306,6 +378,14 @@ func (a *Agent) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// staleAfter is how old the last round's answer may be before /readyz
+// stops saying ready: a round takes an interval and a few checks (each at
+// most the timeout), and a loaded machine stretches it; a stuck loop is
+// caught within seconds all the same.
+func (a *Agent) staleAfter() time.Duration {
+	return max(5*a.cfg.Interval, 2*time.Second) + 3*a.cfg.Timeout
 }
 
 func writeJSON(w http.ResponseWriter, v any, ok bool) {

@@ -242,7 +242,7 @@ func TestAgentReadyz(t *testing.T) {
 	if code, hl := get(); code != 200 || !hl.Ready || hl.PolicySHA256 != "policy-1" {
 		t.Errorf("ready: %d %+v", code, hl)
 	}
-	time.Sleep(3*cfg.Interval + cfg.Timeout + 10*time.Millisecond)
+	time.Sleep(ag.staleAfter() + 10*time.Millisecond)
 	if code, hl := get(); code != 503 || hl.Ready {
 		t.Errorf("a stale answer: %d %+v", code, hl)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -26,13 +27,36 @@ type Health struct {
 
 // localCheck finds out whether this member can filter: egressd ready (its
 // /readyz: queues bound, a policy with rules), the iptables rules in place,
-// the links up. The rules check is a process (iptables), so it runs every
-// RulesEvery, and afresh before a move.
+// the links up. The rules check is a process (iptables): it runs apart
+// from the rounds, every RulesEvery (Agent.Run), so a slow one never
+// delays a round (and the peer's view of this member), and afresh, in
+// the round, before a move.
 type localCheck struct {
-	cfg       *Config
-	client    *http.Client
-	rulesAt   time.Time
-	rulesProb string // "" when the last rules check passed
+	cfg    *Config
+	client *http.Client
+
+	mu        sync.Mutex
+	rulesAt   time.Time // zero until the first rules check
+	rulesProb string    // "" when the last rules check passed
+}
+
+// checkRules runs the rules check and keeps its result.
+func (l *localCheck) checkRules(ctx context.Context) string {
+	prob := runRulesCheck(ctx, l.cfg.Local.RulesCheck)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rulesProb, l.rulesAt = prob, time.Now()
+	return prob
+}
+
+// rules is the last rules check's problem ("" when it passed).
+func (l *localCheck) rules() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rulesAt.IsZero() {
+		return "the iptables rules are not checked yet"
+	}
+	return l.rulesProb
 }
 
 func newLocalCheck(cfg *Config) *localCheck {
@@ -69,12 +93,14 @@ func (l *localCheck) check(ctx context.Context, freshRules bool) Health {
 		}
 	}
 	if len(l.cfg.Local.RulesCheck) > 0 {
-		if freshRules || time.Since(l.rulesAt) >= l.cfg.Local.RulesEvery {
-			l.rulesProb = runRulesCheck(ctx, l.cfg.Local.RulesCheck)
-			l.rulesAt = time.Now()
+		prob := ""
+		if freshRules {
+			prob = l.checkRules(ctx)
+		} else {
+			prob = l.rules()
 		}
-		if l.rulesProb != "" {
-			h.Problems = append(h.Problems, l.rulesProb)
+		if prob != "" {
+			h.Problems = append(h.Problems, prob)
 		}
 	}
 	h.Ready = len(h.Problems) == 0

@@ -50,7 +50,13 @@ type Config struct {
 	Destination   string // the route moved: "0.0.0.0/0" unless told
 
 	EIP EIP
-	EC2 EC2
+	// SNATAddress is the address both members SNAT forwarded connections
+	// to (egressd-iptables.sh --snat): EIP.PrivateIP on EC2. With it and
+	// Local.Conntrackd, a member that becomes standby replaces its own
+	// entries of those connections with the active peer's copies
+	// (RefreshStandby). "": EIP.PrivateIP.
+	SNATAddress string
+	EC2         EC2
 
 	Local Local
 }
@@ -170,6 +176,11 @@ func (c *Config) Validate(prefix string) error {
 			bad("eip.private_ip", "needs eip.allocation_id: the floating address carries the Elastic IP")
 		}
 	}
+	if c.SNATAddress != "" {
+		if a, err := netip.ParseAddr(c.SNATAddress); err != nil || !a.Is4() {
+			bad("snat_address", "%q is not an IPv4 address", c.SNATAddress)
+		}
+	}
 	if c.EC2.Endpoint != "" {
 		if u, err := url.Parse(c.EC2.Endpoint); err != nil || u.Scheme == "" || u.Host == "" {
 			bad("ec2.endpoint", "%q is not a URL (like https://ec2.eu-west-1.amazonaws.com)", c.EC2.Endpoint)
@@ -187,10 +198,18 @@ func (c *Config) Validate(prefix string) error {
 	if u, err := url.Parse(c.Local.Readyz); err != nil || u.Scheme != "http" || u.Host == "" {
 		bad("local.readyz", "%q is not egressd's /readyz URL (metrics.listen must be set: /readyz says whether egressd filters)", c.Local.Readyz)
 	}
-	if len(c.Local.RulesCheck) > 0 && c.Local.RulesEvery < c.Interval {
+	if (len(c.Local.RulesCheck) > 0 || c.Local.Conntrackd != "") && c.Local.RulesEvery < c.Interval {
 		bad("local.rules_every", "%s must be at least the interval (%s)", c.Local.RulesEvery, c.Interval)
 	}
 	return errors.Join(errs...)
+}
+
+// snat is the address forwarded connections are NATed to, or "".
+func (c *Config) snat() string {
+	if c.SNATAddress != "" {
+		return c.SNATAddress
+	}
+	return c.EIP.PrivateIP
 }
 
 func (c *Config) destination() string {

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -197,4 +198,68 @@ func ParseSyncStats(out string) SyncStats {
 		}
 	}
 	return s
+}
+
+// RefreshStandby replaces this member's own entries of forwarded
+// connections (those NATed to snat) with the active peer's copies:
+//
+//  1. conntrackd -f internal: forget this member's own cache, so that
+//     removing the entries below sends no "destroyed" to the peer (which
+//     would remove them from the active member's table too);
+//  2. conntrack -D --reply-dst snat: remove them from the kernel;
+//  3. conntrackd -n: ask the peer for its whole table, injected afresh.
+//
+// Why: an entry this member made while it was active tracks the TCP window
+// as it was then; after the peer carried the flow for a while, the flow's
+// sequence numbers are past that window, and if the routes came back such
+// an entry would make every packet INVALID (the rules drop INVALID first)
+// and stall the flow for good. Copies injected by conntrackd do not track
+// the window (conntrackd's TCPWindowTracking is off), so they carry on.
+// It returns how many entries it removed.
+func RefreshStandby(ctx context.Context, conf, snat string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "conntrackd", "-C", conf, "-f", "internal").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("conntrackd -f internal: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	// conntrack -D exits 1 when it deleted nothing; the count says.
+	out, err := exec.CommandContext(ctx, "conntrack", "-D", "--reply-dst", snat).CombinedOutput()
+	n, perr := deletedCount(string(out))
+	if perr != nil {
+		return 0, fmt.Errorf("conntrack -D --reply-dst %s: %v: %s", snat, cmp.Or(err, perr), strings.TrimSpace(string(out)))
+	}
+	if out, err := exec.CommandContext(ctx, "conntrackd", "-C", conf, "-n").CombinedOutput(); err != nil {
+		return n, fmt.Errorf("conntrackd -n: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return n, nil
+}
+
+// deletedCount reads conntrack -D's "N flow entries have been deleted."
+func deletedCount(out string) (int, error) {
+	for line := range strings.SplitSeq(out, "\n") {
+		if _, rest, ok := strings.Cut(line, "): "); ok {
+			if f := strings.Fields(rest); len(f) > 1 && strings.HasPrefix(rest[len(f[0]):], " flow entries have been deleted") {
+				return strconv.Atoi(f[0])
+			}
+		}
+	}
+	return 0, errors.New("no count of deleted entries in the output")
+}
+
+// PromoteSync is run by a member that has just taken the routes: it
+// loads its whole kernel table into conntrackd's own cache (conntrackd -R)
+// and sends it to the peer (conntrackd -B). Copies injected from the peer
+// are not in that cache (conntrackd only caches what its own kernel
+// reports), so without this a connection this member inherited would not
+// be sent back to the peer when it asks for a resync, and would be lost at
+// the failback.
+func PromoteSync(ctx context.Context, conf string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, op := range []string{"-R", "-B"} {
+		if out, err := exec.CommandContext(ctx, "conntrackd", "-C", conf, op).CombinedOutput(); err != nil {
+			return fmt.Errorf("conntrackd %s: %v: %s", op, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
 }

@@ -117,6 +117,10 @@ func (d *Decider) Observe(now time.Time, ready, peerOK bool) {
 	}
 }
 
+// NotReady records that a check within the round found this member
+// unable to filter after all (the rules, checked afresh before a move).
+func (d *Decider) NotReady() { d.ready = false }
+
 // PeerDown reports whether the peer failed FailureThreshold checks in a row.
 func (d *Decider) PeerDown() bool { return d.peerFailures >= d.threshold }
 

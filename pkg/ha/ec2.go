@@ -69,6 +69,16 @@ func (v *View) Complete(eni, privateIP string) bool {
 	return v.EIP == nil || (v.EIP.ENI == eni && (privateIP == "" || v.EIP.PrivateIP == privateIP))
 }
 
+// Names reports whether any route or the Elastic IP names eni.
+func (v *View) Names(eni string) bool {
+	for _, r := range v.Routes {
+		if r.ENI == eni {
+			return true
+		}
+	}
+	return v.EIP != nil && v.EIP.ENI == eni
+}
+
 // API is the part of the EC2 client egressd ha uses.
 type API interface {
 	DescribeRouteTables(context.Context, *ec2.DescribeRouteTablesInput, ...func(*ec2.Options)) (*ec2.DescribeRouteTablesOutput, error)
