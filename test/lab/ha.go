@@ -395,6 +395,9 @@ func (p *Proc) WaitLine(sub string, timeout time.Duration) (Line, error) {
 	}
 }
 
+// Exited is closed when the process has exited.
+func (p *Proc) Exited() <-chan struct{} { return p.exited }
+
 // Kill sends SIGKILL to the process (by its PID) and waits for it.
 func (p *Proc) Kill() {
 	select {
