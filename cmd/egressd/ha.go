@@ -189,6 +189,16 @@ func cmdHAConntrackd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "egressd ha conntrackd-config: ha.conntrackd.config is empty: this member syncs no connections")
 		return 1
 	}
+	if sc.Interface == "" {
+		// The interface is found at start (an ENI's name is known only once
+		// it is attached): the one that has the sync address.
+		name, err := interfaceWith(sc.Local)
+		if err != nil {
+			fmt.Fprintf(stderr, "egressd ha conntrackd-config: ha.conntrackd.interface is empty and %v\n", err)
+			return 1
+		}
+		sc.Interface = name
+	}
 	text := sc.Render()
 	if *out == "" {
 		fmt.Fprint(stdout, text)
@@ -199,6 +209,26 @@ func cmdHAConntrackd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// interfaceWith names the interface that has the address addr.
+func interfaceWith(addr string) (string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.String() == addr {
+				return ifc.Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no interface here has the address %s (ha.conntrackd.local)", addr)
 }
 
 // writeAtomic writes a file beside its final name, then renames it over.

@@ -134,6 +134,11 @@ func TestHAConntrackdConfig(t *testing.T) {
 			t.Errorf("conntrackd.conf lacks %q:\n%s", want, out)
 		}
 	}
+	// No interface: the one that has the local address, found at start.
+	lo := strings.Replace(strings.Replace(haYAML, "    interface: ens5\n", "", 1), "local: 10.0.0.10", "local: 127.0.0.1", 1)
+	if code, out, errOut := runCmd(t, "ha", "conntrackd-config", "--config", writeConfig(t, lo)); code != 0 || !strings.Contains(out, "Interface lo\n") {
+		t.Errorf("interface found from the local address: exit %d, %s%s", code, errOut, out)
+	}
 	dst := filepath.Join(t.TempDir(), "conntrackd.conf")
 	if code, _, errOut := runCmd(t, "ha", "conntrackd-config", "--config", p, "--out", dst); code != 0 {
 		t.Fatalf("--out: exit %d: %s", code, errOut)

@@ -59,7 +59,7 @@ type haConfig struct {
 		Config    string   `mapstructure:"config"`    // the conntrackd.conf egressd ha conntrackd-config writes; "": no sync
 		Local     string   `mapstructure:"local"`     // this member's sync address
 		Peer      string   `mapstructure:"peer"`      // the peer's
-		Interface string   `mapstructure:"interface"` // of local
+		Interface string   `mapstructure:"interface"` // of local; "": the one that has it, found at start
 		Port      int      `mapstructure:"port"`
 		Ignore    []string `mapstructure:"ignore"` // the members' own addresses (never the SNAT address)
 		Dir       string   `mapstructure:"dir"`

@@ -43,8 +43,8 @@ func (c *SyncConfig) Validate(prefix string) error {
 	if c.Local == c.Peer && c.Local != "" {
 		bad("peer", "%s is this member's own sync address", c.Peer)
 	}
-	if c.Interface == "" || strings.ContainsAny(c.Interface, " \t\n{}#\"") {
-		bad("interface", "%q is not an interface name", c.Interface)
+	if strings.ContainsAny(c.Interface, " \t\n{}#\"") {
+		bad("interface", "%q is not an interface name (\"\": the one that has the local address)", c.Interface)
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		bad("port", "%d is outside 1-65535", c.Port)
