@@ -74,6 +74,7 @@ type Agent struct {
 	mu     sync.Mutex
 	status Status
 	sync   *SyncStats // conntrackd's, read apart from the rounds
+	health Health     // the last check of this member (healthChecks)
 }
 
 // NewAgent returns an agent for cfg over the EC2 api. cfg must be valid.
@@ -101,6 +102,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { a.slowChecks(ctx) })
+	wg.Go(func() { a.healthChecks(ctx) })
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -117,7 +119,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) round(ctx context.Context) {
 	prev := a.snapshot()
 	now := time.Now()
-	h := a.local.check(ctx, false)
+	h := a.currentHealth()
 	p := checkPeer(ctx, a.peer, a.cfg)
 	a.dec.Observe(now, h.Ready, p.Up)
 	a.countPeer(p, prev)
@@ -279,6 +281,55 @@ func (a *Agent) countPeer(p peerCheck, prev Status) {
 	a.metrics.Checks.WithLabelValues(result).Inc()
 }
 
+// healthChecks checks this member every interval, apart from the rounds:
+// what /readyz tells the peer never waits for the EC2 API (a slow call
+// would make a healthy active member look dead to its peer).
+func (a *Agent) healthChecks(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	var prev Health
+	for {
+		h := a.checkSelf(ctx)
+		if h.Ready != prev.Ready || (!h.Ready && !slices.Equal(h.Problems, prev.Problems)) {
+			if h.Ready {
+				a.log.Info("ready: this member can filter", "policy_sha256", h.PolicySHA256)
+			} else {
+				a.log.Warn("not ready: this member will not take the routes", "problems", h.Problems)
+			}
+		}
+		prev = h
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checkSelf checks this member once and keeps the result.
+func (a *Agent) checkSelf(ctx context.Context) Health {
+	h := a.local.check(ctx, false)
+	a.mu.Lock()
+	a.health = h
+	a.mu.Unlock()
+	return h
+}
+
+// currentHealth is the last check of this member; not ready when there is
+// none yet, or it is stale.
+func (a *Agent) currentHealth() Health {
+	a.mu.Lock()
+	h := a.health
+	a.mu.Unlock()
+	switch {
+	case h.CheckedAt.IsZero():
+		h = Health{Member: a.cfg.Member, Problems: []string{"not checked yet"}}
+	case h.Ready && time.Since(h.CheckedAt) > a.staleAfter():
+		h.Ready, h.Problems = false, []string{"the health checks are stuck: last one at " + h.CheckedAt.UTC().Format(time.RFC3339Nano)}
+	}
+	return h
+}
+
 // slowChecks runs the checks that are processes (the rules check,
 // conntrackd -s) every RulesEvery, apart from the rounds.
 func (a *Agent) slowChecks(ctx context.Context) {
@@ -345,13 +396,6 @@ func (a *Agent) publish(prev Status, h Health, p peerCheck, d Decision, move *Mo
 	gauge(a.metrics.Ready, h.Ready)
 	gauge(a.metrics.PeerUp, p.Up)
 	gauge(a.metrics.PolicyDiffers, differs)
-	if h.Ready != prev.Ready || (!h.Ready && !slices.Equal(h.Problems, prev.Problems)) {
-		if h.Ready {
-			a.log.Info("ready: this member can filter", "policy_sha256", h.PolicySHA256)
-		} else {
-			a.log.Warn("not ready: this member will not take the routes", "problems", h.Problems)
-		}
-	}
 	if differs && (p.PolicySHA256 != prev.Peer.PolicySHA256 || h.PolicySHA256 != prev.PolicySHA256) {
 		a.log.Warn("the members' policies differ", "policy_sha256", h.PolicySHA256, "peer_policy_sha256", p.PolicySHA256)
 	}
@@ -366,11 +410,7 @@ func (a *Agent) publish(prev Status, h Health, p peerCheck, d Decision, move *Mo
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		h := a.snapshot().Health
-		// A stuck loop must not keep saying ready.
-		if h.Ready && time.Since(h.CheckedAt) > a.staleAfter() {
-			h.Ready, h.Problems = false, []string{"the HA loop is stuck: last check at " + h.CheckedAt.UTC().Format(time.RFC3339Nano)}
-		}
+		h := a.currentHealth()
 		writeJSON(w, h, h.Ready)
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
@@ -380,10 +420,10 @@ func (a *Agent) Handler() http.Handler {
 	return mux
 }
 
-// staleAfter is how old the last round's answer may be before /readyz
-// stops saying ready: a round takes an interval and a few checks (each at
-// most the timeout), and a loaded machine stretches it; a stuck loop is
-// caught within seconds all the same.
+// staleAfter is how old the last health check may be before /readyz
+// stops saying ready: a check takes at most the timeout, and a loaded
+// machine stretches the interval; stuck checks are caught within seconds
+// all the same.
 func (a *Agent) staleAfter() time.Duration {
 	return max(5*a.cfg.Interval, 2*time.Second) + 3*a.cfg.Timeout
 }

@@ -233,12 +233,12 @@ func TestAgentReadyz(t *testing.T) {
 	if code, hl := get(); code != 503 || hl.Ready || hl.Member != "a" {
 		t.Errorf("before the first round: %d %+v", code, hl)
 	}
-	ag.round(context.Background())
+	ag.checkSelf(context.Background())
 	if code, hl := get(); code != 503 || hl.Ready || len(hl.Problems) == 0 {
 		t.Errorf("egressd not ready: %d %+v", code, hl)
 	}
 	eg.ready.Store(true)
-	ag.round(context.Background())
+	ag.checkSelf(context.Background())
 	if code, hl := get(); code != 200 || !hl.Ready || hl.PolicySHA256 != "policy-1" {
 		t.Errorf("ready: %d %+v", code, hl)
 	}

@@ -147,9 +147,10 @@ type SyncStats struct {
 	Error   string `json:"error,omitempty"`
 	// Connections in conntrackd's cache of this member's own table.
 	Local int `json:"local_connections"`
-	// Peer connections written into this member's kernel table (created,
-	// and failed).
+	// Peer connections written into this member's kernel table: created,
+	// updated, and writes that failed.
 	Injected     int `json:"injected"`
+	Updated      int `json:"inject_updated"`
 	InjectFailed int `json:"inject_failed"`
 	Sent         int `json:"messages_sent"`
 	Received     int `json:"messages_received"`
@@ -190,7 +191,9 @@ func ParseSyncStats(out string) SyncStats {
 		case section == "cache internal:" && strings.HasPrefix(line, "current active connections:"):
 			s.Local = num(3)
 		case section == "external inject:" && strings.HasPrefix(line, "connections created:"):
-			s.Injected, s.InjectFailed = num(2), num(4)
+			s.Injected, s.InjectFailed = num(2), s.InjectFailed+num(4)
+		case section == "external inject:" && strings.HasPrefix(line, "connections updated:"):
+			s.Updated, s.InjectFailed = num(2), s.InjectFailed+num(4)
 		case strings.HasPrefix(section, "UDP traffic") && len(f) == 6 && f[1] == "Pckts":
 			s.Sent, s.Received = num(0), num(3)
 		case section == "message tracking:" && len(f) == 6 && f[4] == "Lost":

@@ -273,11 +273,12 @@ func TestBackoff(t *testing.T) {
 func TestParseSyncStats(t *testing.T) {
 	out := "cache internal:\ncurrent active connections:\t           4\nconnections created:\t\t           5\tfailed:\t           0\n" +
 		"\nexternal inject:\nconnections created:\t\t           7\tfailed:\t           1\n" +
+		"connections updated:\t\t           3\tfailed:\t           0\n" +
 		"\nUDP traffic (active device=n0):\n                 320 Bytes sent                  160 Bytes recv\n" +
 		"                  11 Pckts sent                   10 Pckts recv\n" +
 		"\nmessage tracking:\n                   0 Malformed msgs                    2 Lost msgs\n"
 	got := ParseSyncStats(out)
-	want := SyncStats{Running: true, Local: 4, Injected: 7, InjectFailed: 1, Sent: 11, Received: 10, Lost: 2}
+	want := SyncStats{Running: true, Local: 4, Injected: 7, Updated: 3, InjectFailed: 1, Sent: 11, Received: 10, Lost: 2}
 	if got != want {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}

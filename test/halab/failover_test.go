@@ -193,7 +193,7 @@ func checkNeverOpen(t *testing.T, h *haLab, denied []probe) {
 func (h *haLab) checkStandbyDecides(t *testing.T, t0 time.Time, allowed []probe, tl times) time.Duration {
 	t.Helper()
 	var first time.Duration
-	var failedAfter int
+	var after, failedAfter int
 	for _, p := range allowed {
 		if !p.At.After(t0) {
 			continue
@@ -201,15 +201,19 @@ func (h *haLab) checkStandbyDecides(t *testing.T, t0 time.Time, allowed []probe,
 		if done := p.At.Add(p.Took).Sub(t0); p.OK && first == 0 && done > tl.route {
 			first = done
 		}
-		if !p.OK && p.At.Sub(t0) > tl.route+tl.eip+500*time.Millisecond {
-			failedAfter++
+		if p.At.Sub(t0) > tl.eip+time.Second {
+			after++
+			if !p.OK {
+				failedAfter++
+			}
 		}
 	}
 	if first == 0 {
 		t.Error("no allowed probe succeeded after the failure")
 	}
-	if failedAfter > 2 {
-		t.Errorf("%d allowed probes failed well after the switch", failedAfter)
+	// A loaded machine times out the odd probe (1 s); a broken switch, most.
+	if failedAfter*10 > after {
+		t.Errorf("%d of %d allowed probes failed a second or more after the switch", failedAfter, after)
 	}
 	var allow, deny int
 	for _, d := range h.b.egressd.Decisions() {

@@ -72,7 +72,7 @@ func TestSyncCarriesVerdictAndNAT(t *testing.T) {
 	deadline = time.Now().Add(3 * time.Second)
 	for {
 		st, err := h.status(h.b)
-		if err == nil && st.Sync != nil && st.Sync.Running && st.Sync.Injected > 0 {
+		if err == nil && st.Sync != nil && st.Sync.Running && st.Sync.Injected+st.Sync.Updated > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
