@@ -56,9 +56,11 @@ func failover(t *testing.T, how string) {
 			t.Fatal(err)
 		}
 	}
-	took := h.waitOn(h.b, h.tm.detect()+2*time.Second)
-	if took > h.tm.detect()+time.Second {
-		t.Errorf("the switch took %s, over the detection time %s + 1s", took, h.tm.detect())
+	took := h.waitOn(h.b, h.tm.detect()+4*time.Second)
+	// The detection time and the EC2 calls; a loaded machine (the lab
+	// shares 2 vCPUs with other tests) stretches both.
+	if took > h.tm.detect()+2*time.Second {
+		t.Errorf("the switch took %s, over the detection time %s + 2s", took, h.tm.detect())
 	}
 	// The undecided connections send their hellos now, to b: the denied
 	// name must never get through; the allowed one is decided by b from
