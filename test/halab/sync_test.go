@@ -68,6 +68,18 @@ func TestSyncCarriesVerdictAndNAT(t *testing.T) {
 	if n := len(h.b.egressd.Decisions()); n != 0 {
 		t.Errorf("b decided %d flows while standby", n)
 	}
+	// egressd ha status, on a: both members, who the routes and the EIP name.
+	out, err := h.a.Exec(egressdBin, "ha", "status", "--config", h.a.cfg)
+	for _, want := range []string{"a       active", "b       standby", lab.ClientTable + " 0.0.0.0/0 -> eni-0a (a)",
+		lab.TaggedTable + " 0.0.0.0/0 -> eni-0a (a)", "elastic IP " + lab.EIP + " -> eni-0a " + lab.FloatingIP + " (a)"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("egressd ha status (%v) lacks %q:\n%s", err, want, out)
+		}
+	}
+	if err != nil || strings.Contains(string(out), "WARNING") {
+		t.Errorf("egressd ha status on a steady pair: %v\n%s", err, out)
+	}
+	t.Logf("egressd ha status:\n%s", out)
 	// b's /status reads conntrackd's counters every rules_every (1s).
 	deadline = time.Now().Add(3 * time.Second)
 	for {
