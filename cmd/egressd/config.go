@@ -104,6 +104,7 @@ type Config struct {
 		Region    string        `mapstructure:"region"`     // "": the instance's (IMDS)
 		Endpoint  string        `mapstructure:"endpoint"`   // "": EC2's; a URL for tests or a VPC endpoint
 	} `mapstructure:"sources"`
+	HA haConfig `mapstructure:"ha"` // egressd ha's (haconfig.go); run ignores it
 }
 
 // setDefaults are design.md's (internal/defaults), and what an empty file means.
@@ -147,6 +148,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("sources.vpc_id", "")
 	v.SetDefault("sources.region", "")
 	v.SetDefault("sources.endpoint", "")
+	setHADefaults(v)
 }
 
 // loadConfig reads the config file (path "" means defaults and the

@@ -42,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdImport(args[1:], stdout, stderr)
 	case "export":
 		return cmdExport(args[1:], stdout, stderr)
+	case "ha":
+		return cmdHA(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0
@@ -72,6 +74,8 @@ Usage:
                                        translate another filter's rules into a policy
   egressd export --format route53-dns-firewall POLICY
                                        the policy's names as a DNS Firewall domain list
+  egressd ha run|status|conntrackd-config [--config FILE]
+                                       high availability: an active and a standby member per zone
   egressd version                      print the version
   egressd help                         this text
 

@@ -17,6 +17,7 @@
 #   EGRESSD_FAIL_OPEN            true adds --fail-open (default false)
 #   EGRESSD_SOURCE_RATE          --source-rate: packets/s one source may send the queues (default 5000)
 #   EGRESSD_INSPECT_PORTS_TCP, EGRESSD_INSPECT_PORTS_UDP   (default 80,443 and 443)
+#   EGRESSD_SNAT_ADDRESS         an HA pair's floating address: --snat (default none: MASQUERADE)
 #   EGRESSD_IPTABLES_SCRIPT      default /usr/libexec/egressd/egressd-iptables.sh
 #
 # Conntrack size: one entry per 8 KiB of memory (about 1/16 of the memory at
@@ -101,6 +102,10 @@ up() {
 	false | 0) ;;
 	*) die "EGRESSD_FAIL_OPEN must be true or false, not '${EGRESSD_FAIL_OPEN}'" ;;
 	esac
+
+	if [ -n "${EGRESSD_SNAT_ADDRESS:-}" ]; then
+		args+=(--snat "$EGRESSD_SNAT_ADDRESS")
+	fi
 
 	size_conntrack
 	"$script" "${args[@]}" || die "$script ${args[*]} failed; forwarding stays off"
