@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/egressd/egressd/internal/inetsum"
 )
 
 // awsHeader is a header as the load balancer sends it (grouped hex):
@@ -40,6 +42,7 @@ func ipv4UDP(n int, src, dst [4]byte, sport, dport uint16) []byte {
 	binary.BigEndian.PutUint16(p[20:22], sport)
 	binary.BigEndian.PutUint16(p[22:24], dport)
 	binary.BigEndian.PutUint16(p[24:26], uint16(n-20))
+	binary.BigEndian.PutUint16(p[10:12], ^inetsum.Sum(p[:20], 0))
 	return p
 }
 
