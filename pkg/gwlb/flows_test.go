@@ -2,6 +2,9 @@ package gwlb
 
 import (
 	"bytes"
+	"io"
+	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -202,4 +205,25 @@ func BenchmarkEncap(b *testing.B) {
 
 func byteSize(n int) string {
 	return map[int]string{64: "64B", 1500: "1500B", MaxInner: "8500B"}[n]
+}
+
+// TestDecapAllocs: the whole inbound path of a packet (parse, checks,
+// learning its path, the write to the device) allocates nothing.
+func TestDecapAllocs(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	go io.Copy(io.Discard, r)
+	h := &Handler{cfg: Config{Listen: netip.MustParseAddrPort("0.0.0.0:6081")}, cache: NewCache(16, time.Minute, time.Minute)}
+	payload := append(AppendHeader(nil, Header{Proto: ProtoIPv4, Endpoint: 1, Attachment: 2, Cookie: 3}), ipv4UDP(1400, client, server, 1, 2)...)
+	var path Path
+	n := testing.AllocsPerRun(100, func() {
+		h.decap(payload, [4]byte{198, 18, 2, 1}, 5000, [4]byte{198, 18, 2, 11}, 1, w, &path)
+	})
+	if n != 0 || h.stats.Decapsulated.Load() == 0 {
+		t.Errorf("decap: %v allocations per packet (decapsulated %d), want 0", n, h.stats.Decapsulated.Load())
+	}
 }

@@ -280,22 +280,8 @@ func (h *Handler) decap(payload []byte, from [4]byte, fromPort uint16, to [4]byt
 	if err == nil {
 		err = CheckInner(hdr, payload[hdr.Len:])
 	}
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrMissing):
-		h.stats.drop(DropNoOptions)
-		return
-	case errors.Is(err, ErrCritical):
-		h.stats.drop(DropCritical)
-		return
-	case errors.Is(err, ErrProtocol):
-		h.stats.drop(DropProtocol)
-		return
-	case errors.Is(err, ErrOversize):
-		h.stats.drop(DropOversize)
-		return
-	default:
-		h.stats.drop(DropMalformed)
+	if err != nil {
+		h.stats.drop(dropFor(err))
 		return
 	}
 	if h.endpoints != nil && !h.endpoints[hdr.Endpoint] {
@@ -328,6 +314,19 @@ func (h *Handler) decap(payload []byte, from [4]byte, fromPort uint16, to [4]byt
 		return
 	}
 	h.stats.Decapsulated.Add(1)
+}
+
+// dropFor is the Drop of an error of Parse or CheckInner.
+func dropFor(err error) Drop {
+	for _, m := range []struct {
+		err  error
+		drop Drop
+	}{{ErrMissing, DropNoOptions}, {ErrCritical, DropCritical}, {ErrProtocol, DropProtocol}, {ErrOversize, DropOversize}} {
+		if errors.Is(err, m.err) {
+			return m.drop
+		}
+	}
+	return DropMalformed
 }
 
 // toLB reads what the kernel routes to the device and sends it back to the
