@@ -4,6 +4,7 @@
 # Usage:
 #   egressd-iptables.sh apply  --private IF --public IF [--queues FIRST:COUNT] [--fail-open]
 #                              [--inspect-tcp 80,443] [--inspect-udp 443] [--source-rate 5000]
+#                              [--no-masquerade]
 #   egressd-iptables.sh remove [--private IF --public IF]
 #   egressd-iptables.sh status     exit 0 when every rule is in place; 3 when some are missing;
 #                                  4 when a rule runs before one of egressd's jumps (it is named)
@@ -40,7 +41,9 @@
 #     so a packet egressd reads is a packet that reaches the server.
 #   mangle FORWARD -> EGRESSD_FWD: TCP of undecided flows, both directions: TCPOPTSTRIP of
 #     every option kind but MSS, window scale, SACK-permitted and timestamps.
-#   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface.
+#   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface (none with
+#     --no-masquerade: behind a Gateway Load Balancer in one-arm mode, allowed flows go back
+#     to it untranslated, and scripts/gwlb/egressd-gwlb-net.sh describes the rest).
 #   ip6tables filter FORWARD -> EGRESSD: DROP (IPv6 is not filtered, so it is never forwarded).
 #   sysctl net.netfilter.nf_conntrack_tcp_loose=0: TCP without a handshake is INVALID.
 #
@@ -149,7 +152,7 @@ cmd="${1:-}"
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 
-private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000
+private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000 masquerade=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--private) private="${2:-}"; shift 2 ;;
@@ -159,6 +162,7 @@ while [ $# -gt 0 ]; do
 	--inspect-tcp) inspect_tcp="${2:-}"; shift 2 ;;
 	--inspect-udp) inspect_udp="${2:-}"; shift 2 ;;
 	--source-rate) source_rate="${2:-}"; shift 2 ;;
+	--no-masquerade) masquerade=0; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -299,12 +303,12 @@ ruleset_mangle() {
 }
 
 ruleset_nat() {
-	cat <<RULES
-*nat
-:EGRESSD_NAT - [0:0]
--A EGRESSD_NAT -o $public -j MASQUERADE
-COMMIT
-RULES
+	echo "*nat"
+	echo ":EGRESSD_NAT - [0:0]"
+	if [ "$masquerade" -eq 1 ]; then
+		echo "-A EGRESSD_NAT -o $public -j MASQUERADE"
+	fi
+	echo "COMMIT"
 }
 
 ruleset_ip6() {
