@@ -87,6 +87,7 @@ type Config struct {
 	Metrics struct {
 		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
 	} `mapstructure:"metrics"`
+	GWLB GWLBConfig `mapstructure:"gwlb"` // behind a Gateway Load Balancer (gwlb.go); off unless gwlb.mode is set
 }
 
 // setDefaults are design.md's (internal/defaults), and what an empty file means.
@@ -122,6 +123,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.fold_window", "10s")
 	v.SetDefault("monitor_until", "")
 	v.SetDefault("metrics.listen", "127.0.0.1:9145")
+	setGWLBDefaults(v)
 }
 
 // loadConfig reads the config file (path "" means defaults and the
@@ -251,6 +253,7 @@ func (c *Config) validate() error {
 			bad("verify_dns.cache_max %d must be >= 0 (0: chosen from the memory egressd is given)", c.VerifyDNS.CacheMax)
 		}
 	}
+	c.GWLB.validate(bad)
 	switch c.Log.Format {
 	case "json", "text":
 	default:
