@@ -246,6 +246,17 @@ func (f *FakeGWLB) route(k gwlb.Key, proto uint16) (fl fakeFlow, ok bool) {
 	return *cur, true
 }
 
+// FlowPort is the source port the fake uses for the flow of k.
+func (f *FakeGWLB) FlowPort(k gwlb.Key) (uint16, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fl := f.flows[symmetric(k)]
+	if fl == nil {
+		return 0, false
+	}
+	return fl.sport, true
+}
+
 // TargetFor is the target a new flow of k would go to now (-1: none
 // healthy), so that a test can choose a source port for a target.
 func (f *FakeGWLB) TargetFor(k gwlb.Key) int {
