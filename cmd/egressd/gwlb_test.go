@@ -34,6 +34,12 @@ func TestGWLBConfig(t *testing.T) {
 	if cfg, err = loadConfig(write("")); err != nil || cfg.GWLB.Mode != "two-arm" {
 		t.Fatalf("EGRESSD_GWLB_MODE: %+v %v", cfg.GWLB, err)
 	}
+	// As the GWLB user data sets it: a comma-separated list.
+	t.Setenv("EGRESSD_GWLB_ENDPOINTS", "vpce-0a1b2c3d4e5f60718,vpce-0b1b2c3d4e5f60719")
+	if cfg, err = loadConfig(write("")); err != nil || len(cfg.GWLB.Endpoints) != 2 || cfg.GWLB.Endpoints[1] != "vpce-0b1b2c3d4e5f60719" {
+		t.Fatalf("EGRESSD_GWLB_ENDPOINTS: %+v %v", cfg.GWLB, err)
+	}
+	t.Setenv("EGRESSD_GWLB_ENDPOINTS", "")
 	t.Setenv("EGRESSD_GWLB_MODE", "")
 	for body, want := range map[string]string{
 		"gwlb: {mode: three-arm}":                                    "gwlb.mode must be one-arm, two-arm",
