@@ -3,7 +3,6 @@ package gwlblab
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -248,7 +247,7 @@ func TestDrain(t *testing.T) {
 			t.Errorf("exited after %s, before the drain of %s", took, drain)
 		}
 	case <-time.After(drain + 6*time.Second):
-		t.Fatal(fmt.Sprintf("egressd still running %s after SIGTERM", time.Since(began)))
+		t.Fatalf("egressd still running %s after SIGTERM", time.Since(began))
 	}
 	noRefusals(t, g)
 }
