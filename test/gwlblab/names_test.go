@@ -23,23 +23,19 @@ func TestNamesThroughGWLB(t *testing.T) {
 			}
 			ctx := ctxT(t, 60*time.Second)
 
-			if r := g.Curl(ctx, "https://allowed.example.test/", "allowed.example.test", "443", lab.ServerAddr); r.Exit != 0 || !strings.Contains(r.Stdout, "allowed.example.test served by") {
-				t.Errorf("allowed SNI: %v", r)
+			for _, c := range []struct {
+				scheme, port, from string
+			}{{"https", "443", "sni"}, {"http", "80", "host"}} {
+				for _, n := range []struct{ name, addr, verdict string }{
+					{"allowed.example.test", lab.ServerAddr, "allow"}, {"denied.example.test", lab.OtherAddr, "deny"},
+				} {
+					r := g.Curl(ctx, c.scheme+"://"+n.name+"/", n.name, c.port, n.addr)
+					if passed := r.Exit == 0 && strings.Contains(r.Stdout, n.name+" served by"); passed != (n.verdict == "allow") {
+						t.Errorf("%s %s (%s): %v", n.verdict, c.from, n.name, r)
+					}
+					decision(t, g, named(n.name, c.from, n.verdict))
+				}
 			}
-			decision(t, g, named("allowed.example.test", "sni", "allow"))
-			if r := g.Curl(ctx, "https://denied.example.test/", "denied.example.test", "443", lab.OtherAddr); r.Exit == 0 {
-				t.Errorf("denied SNI passed: %v", r)
-			}
-			decision(t, g, named("denied.example.test", "sni", "deny"))
-
-			if r := g.Curl(ctx, "http://allowed.example.test/", "allowed.example.test", "80", lab.ServerAddr); r.Exit != 0 || !strings.Contains(r.Stdout, "served by") {
-				t.Errorf("allowed Host: %v", r)
-			}
-			decision(t, g, named("allowed.example.test", "host", "allow"))
-			if r := g.Curl(ctx, "http://denied.example.test/", "denied.example.test", "80", lab.OtherAddr); r.Exit == 0 {
-				t.Errorf("denied Host passed: %v", r)
-			}
-			decision(t, g, named("denied.example.test", "host", "deny"))
 
 			if body, err := g.H3Get(ctx, "allowed.example.test", lab.ServerAddr, 1); err != nil || !strings.Contains(body, "served by") {
 				t.Errorf("allowed QUIC: %q %v", body, err)
