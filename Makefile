@@ -73,10 +73,11 @@ bench: ## Go benchmarks (allocs reported); BENCHTIME to change the run length
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 .PHONY: bench-lab
-bench-lab: ## TLS conn/s and handshake latency in the lab: plain NAT vs egressd, Squid, nginx (root, ~6 min; BENCHLAB_FLAGS)
+bench-lab: ## TLS conn/s and handshake latency in the lab: plain NAT vs egressd, Squid, nginx; then through a Gateway Load Balancer (root, ~7 min; BENCHLAB_FLAGS)
 	@$(PREREQS) $(strip build lab bench $(if $(findstring -perf,$(BENCHLAB_FLAGS)),profile))
 	$(GO) build -o $(BIN)/benchlab ./test/bench
 	$(BIN)/benchlab $(BENCHLAB_FLAGS)
+	$(GO) test -run '^$$' -bench GWLB -benchtime 1x ./test/gwlblab
 
 .PHONY: dist
 dist: ## release tarballs for linux/amd64 and linux/arm64 (binary, scripts, units, config, policies) with SHA256SUMS

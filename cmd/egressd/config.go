@@ -105,6 +105,7 @@ type Config struct {
 		Endpoint  string        `mapstructure:"endpoint"`   // "": EC2's; a URL for tests or a VPC endpoint
 	} `mapstructure:"sources"`
 	HA haConfig `mapstructure:"ha"` // egressd ha's (haconfig.go); run ignores it
+	GWLB GWLBConfig `mapstructure:"gwlb"` // behind a Gateway Load Balancer (gwlb.go); off unless gwlb.mode is set
 }
 
 // setDefaults are design.md's (internal/defaults), and what an empty file means.
@@ -149,6 +150,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("sources.region", "")
 	v.SetDefault("sources.endpoint", "")
 	setHADefaults(v)
+	setGWLBDefaults(v)
 }
 
 // loadConfig reads the config file (path "" means defaults and the
@@ -284,6 +286,7 @@ func (c *Config) validate() error {
 			bad("verify_dns.cache_max %d must be >= 0 (0: chosen from the memory egressd is given)", c.VerifyDNS.CacheMax)
 		}
 	}
+	c.GWLB.validate(bad)
 	switch c.Log.Format {
 	case "json", "text":
 	default:

@@ -84,6 +84,9 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 		descExpiredRun, descExpiredNow, descNextExpiry, descSources, descSourcesNone} {
 		ch <- d
 	}
+	for _, d := range gwlbDescs {
+		ch <- d
+	}
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
@@ -170,6 +173,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descMode, monitor)
 	gauge(descBuild, 1, version, runtime.Version())
+	m.collectGWLB(ch)
 }
 
 // readQueueDrops reads the kernel's per-queue drop counters for this
@@ -203,15 +207,18 @@ func (m *metrics) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		r := m.d.readiness()
-		w.Header().Set("Content-Type", "application/json")
-		if r.Status != "ready" {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		json.NewEncoder(w).Encode(r)
-	})
+	mux.HandleFunc("GET /readyz", m.serveReadyz)
 	return mux
+}
+
+// serveReadyz answers /readyz: 200 when ready, 503 with the problems.
+func (m *metrics) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	r := m.d.readiness()
+	w.Header().Set("Content-Type", "application/json")
+	if r.Status != "ready" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(r)
 }
 
 // readiness is /readyz's answer.
@@ -244,6 +251,7 @@ func (d *daemon) readiness() readiness {
 	if d.ctx.Err() != nil {
 		r.Problems = append(r.Problems, "stopping")
 	}
+	r.Problems = append(r.Problems, d.gwlbProblems()...)
 	r.Status = "ready"
 	if len(r.Problems) > 0 {
 		r.Status = "not-ready"

@@ -104,7 +104,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		"limits_flows", cfg.Limits.Flows, "limits_buffer_bytes", cfg.Limits.BufferBytes,
 		"limits_dns_in_flight", cfg.Limits.DNSInFlight, "verify_dns_cache_max", cfg.VerifyDNS.CacheMax)
 
-	d := &daemon{cfg: cfg, cfgPath: *cfgPath, modeFlag: *mode, log: log, level: level, mode: m, notify: newNotifier(), mem: mem}
+	d := &daemon{cfg: cfg, cfgPath: *cfgPath, modeFlag: *mode, log: log, level: level, mode: m, notify: newNotifier(), mem: mem,
+		gwlbWanted: cfg.GWLB.Mode != ""}
 	if err := d.start(stdout); err != nil {
 		log.Error("not starting", "err", err)
 		return 1
@@ -131,6 +132,8 @@ type daemon struct {
 	mode     engine.Mode
 	notify   *notifier
 	mem      memory // what egressd is given; the auto limits come from it
+	// gwlbWanted: gwlb.mode is set, so /readyz waits for the GENEVE path.
+	gwlbWanted bool
 
 	engine    *engine.Engine
 	queues    []*nfq.Queue
@@ -139,7 +142,8 @@ type daemon struct {
 	decisions *declog.Writer
 	files     []io.Closer
 	metrics   *metrics
-	loadedAt  atomic.Value // time.Time the policy in force was loaded
+	gwlb      atomic.Pointer[gwlbState] // the GENEVE path, once up (gwlb.mode set)
+	loadedAt  atomic.Value              // time.Time the policy in force was loaded
 
 	reloadMu     sync.Mutex
 	monitorTimer *time.Timer
@@ -284,6 +288,9 @@ func (d *daemon) start(stdout io.Writer) error {
 	if err := d.waitBound(5 * time.Second); err != nil {
 		return err
 	}
+	if err := d.startGWLB(); err != nil {
+		return err
+	}
 	if d.notify.watchdog > 0 {
 		d.goRun("watchdog", d.watchdog)
 	}
@@ -321,6 +328,9 @@ func (d *daemon) wait() int {
 				d.reload("SIGHUP")
 				d.notify.ready("policy reloaded")
 				continue
+			}
+			if d.beginDrain(sig.String()) {
+				continue // the load balancer's flows drain first
 			}
 			d.log.Info("stopping", "signal", sig.String())
 			d.cancel(nil)
@@ -494,6 +504,7 @@ func (d *daemon) reloadConfig() {
 		"verify_dns":    reflect.DeepEqual(cfg.VerifyDNS, old.VerifyDNS),
 		"metrics":       cfg.Metrics == old.Metrics,
 		"sources":       cfg.Sources == old.Sources,
+		"gwlb":          reflect.DeepEqual(cfg.GWLB, old.GWLB),
 		"log (except level)": cfg.Log.Format == old.Log.Format && cfg.Log.DecisionsFile == old.Log.DecisionsFile &&
 			cfg.Log.DecisionsMaxMB == old.Log.DecisionsMaxMB && cfg.Log.DecisionsKeep == old.Log.DecisionsKeep &&
 			cfg.Log.FoldPerSource == old.Log.FoldPerSource && cfg.Log.FoldWindow == old.Log.FoldWindow &&

@@ -4,7 +4,7 @@
 # Usage:
 #   egressd-iptables.sh apply  --private IF --public IF [--queues FIRST:COUNT] [--fail-open]
 #                              [--inspect-tcp 80,443] [--inspect-udp 443] [--source-rate 5000]
-#                              [--snat ADDR]
+#                              [--snat ADDR] [--no-masquerade]
 #   egressd-iptables.sh remove [--private IF --public IF]
 #   egressd-iptables.sh status     exit 0 when every rule is in place; 3 when some are missing;
 #                                  4 when a rule runs before one of egressd's jumps (it is named)
@@ -45,7 +45,9 @@
 #     forwarded packets (a source that is not local) are SNATed to ADDR instead: the HA pair's
 #     floating address, the same on both members, so a connection conntrackd copied to the
 #     standby keeps its NAT mapping there (README, "High availability"). The instance's own
-#     traffic keeps its own address.
+#     traffic keeps its own address. None with --no-masquerade: behind a Gateway Load Balancer
+#     in one-arm mode, allowed flows go back to it untranslated, and
+#     scripts/gwlb/egressd-gwlb-net.sh describes the rest.
 #   ip6tables filter FORWARD -> EGRESSD: DROP (IPv6 is not filtered, so it is never forwarded).
 #   sysctl net.netfilter.nf_conntrack_tcp_loose=0: TCP without a handshake is INVALID.
 #
@@ -154,7 +156,7 @@ cmd="${1:-}"
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 
-private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000 snat=""
+private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000 snat="" masquerade=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--private) private="${2:-}"; shift 2 ;;
@@ -165,6 +167,7 @@ while [ $# -gt 0 ]; do
 	--inspect-udp) inspect_udp="${2:-}"; shift 2 ;;
 	--source-rate) source_rate="${2:-}"; shift 2 ;;
 	--snat) snat="${2:-}"; shift 2 ;;
+	--no-masquerade) masquerade=0; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -310,7 +313,9 @@ ruleset_nat() {
 	if [ -n "$snat" ]; then
 		echo "-A EGRESSD_NAT -o $public -m addrtype ! --src-type LOCAL -j SNAT --to-source $snat"
 	fi
-	echo "-A EGRESSD_NAT -o $public -j MASQUERADE"
+	if [ "$masquerade" -eq 1 ]; then
+		echo "-A EGRESSD_NAT -o $public -j MASQUERADE"
+	fi
 	echo "COMMIT"
 }
 
