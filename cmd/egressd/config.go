@@ -104,7 +104,7 @@ type Config struct {
 		Region    string        `mapstructure:"region"`     // "": the instance's (IMDS)
 		Endpoint  string        `mapstructure:"endpoint"`   // "": EC2's; a URL for tests or a VPC endpoint
 	} `mapstructure:"sources"`
-	HA haConfig `mapstructure:"ha"` // egressd ha's (haconfig.go); run ignores it
+	HA   haConfig   `mapstructure:"ha"`   // egressd ha's (haconfig.go); run ignores it
 	GWLB GWLBConfig `mapstructure:"gwlb"` // behind a Gateway Load Balancer (gwlb.go); off unless gwlb.mode is set
 }
 
