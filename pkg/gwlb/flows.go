@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Key is an inner IPv4 flow as the load balancer hashes it: addresses,
@@ -235,3 +236,10 @@ func (c *Cache) Len() int { return int(c.n.Load()) }
 
 // Full counts the new flows not learnt because the cache was full.
 func (c *Cache) Full() uint64 { return c.full.Load() }
+
+// MemoryBound is a cache of size flows at its worst: every entry in use,
+// each in its shard's map and on the free list's slab.
+func MemoryBound(size int) int64 {
+	const mapEntry = 2 * 64 // two maps' worth of slack: a key, a pointer, the swiss table's control
+	return int64(max(size, 1)) * (int64(unsafe.Sizeof(cached{})) + int64(unsafe.Sizeof(Key{})) + 8 + mapEntry)
+}
