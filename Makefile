@@ -73,10 +73,11 @@ bench: ## Go benchmarks (allocs reported); BENCHTIME to change the run length
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 .PHONY: bench-lab
-bench-lab: ## TLS conn/s, handshake latency and a long flow in the lab: plain NAT vs egressd, Squid, nginx, written to BENCHMARKS.md (root, peers installed first; BENCHLAB_FLAGS)
+bench-lab: ## TLS conn/s, handshake latency and a long flow in the lab: plain NAT vs egressd, Squid, nginx, written to BENCHMARKS.md; then through a Gateway Load Balancer (root, peers installed first; BENCHLAB_FLAGS)
 	@$(PREREQS) $(strip build lab bench $(if $(findstring -perf,$(BENCHLAB_FLAGS)),profile))
 	$(GO) build -o $(BIN)/benchlab ./test/bench
 	$(BIN)/benchlab $(BENCHLAB_FLAGS)
+	$(GO) test -run '^$$' -bench GWLB -benchtime 1x ./test/gwlblab
 
 .PHONY: dist
 dist: ## release tarballs for linux/amd64 and linux/arm64 (binary, scripts, units, config, policies) with SHA256SUMS

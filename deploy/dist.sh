@@ -10,7 +10,7 @@
 #   bin/egressd                      the static binary
 #   libexec/egressd-iptables.sh      the rule layout (scripts/iptables)
 #   libexec/egressd-up.sh, egressd-eni.sh, egressd-push-policy.sh
-#   systemd/*.service                egressd, egressd-iptables, egressd-eni
+#   systemd/*.service                egressd, egressd-iptables, egressd-eni, egressd-ha, egressd-conntrackd
 #   etc/                             egressd.yaml, egressd.env, the deny-all starter
 #                                    policy.yaml, sysctl.d, modules-load.d,
 #                                    networkd.conf.d
@@ -60,7 +60,7 @@ for pair in "$@"; do
 	put deploy/libexec/egressd-up.sh libexec/egressd-up.sh 0755
 	put deploy/libexec/egressd-eni.sh libexec/egressd-eni.sh 0755
 	put deploy/ssm/egressd-push-policy.sh libexec/egressd-push-policy.sh 0755
-	for unit in egressd.service egressd-iptables.service egressd-eni.service; do
+	for unit in egressd.service egressd-iptables.service egressd-eni.service egressd-ha.service egressd-conntrackd.service; do
 		put "deploy/systemd/$unit" "systemd/$unit" 0644
 	done
 	for f in egressd.yaml egressd.env policy.yaml sysctl.d/90-egressd.conf modules-load.d/egressd.conf \

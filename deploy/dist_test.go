@@ -108,6 +108,7 @@ func TestDistReproducible(t *testing.T) {
 		want[x] = "-rwxr-xr-x"
 	}
 	for _, x := range []string{"systemd/egressd.service", "systemd/egressd-iptables.service", "systemd/egressd-eni.service",
+		"systemd/egressd-ha.service", "systemd/egressd-conntrackd.service",
 		"etc/egressd.yaml", "etc/egressd.env", "etc/policy.yaml", "etc/sysctl.d/90-egressd.conf",
 		"etc/modules-load.d/egressd.conf", "etc/networkd.conf.d/egressd.conf",
 		"examples/policy.yaml", "ssm/egressd-push-policy.json", "README.md", "VERSION"} {
@@ -182,6 +183,8 @@ func TestProvisionIntoDestdir(t *testing.T) {
 		"/usr/lib/systemd/system/egressd.service":                              conf,
 		"/usr/lib/systemd/system/egressd-iptables.service":                     conf,
 		"/usr/lib/systemd/system/egressd-eni.service":                          conf,
+		"/usr/lib/systemd/system/egressd-ha.service":                           conf,
+		"/usr/lib/systemd/system/egressd-conntrackd.service":                   conf,
 		"/etc/egressd/egressd.yaml":                                            conf,
 		"/etc/egressd/egressd.env":                                             conf,
 		"/etc/egressd/policy.yaml":                                             conf,

@@ -128,7 +128,10 @@ func (c *hclConfig) allTraversals() []hcl.Traversal {
 	var out []hcl.Traversal
 	var walkBody func(*hclsyntax.Body)
 	walkBody = func(b *hclsyntax.Body) {
-		for _, a := range b.Attributes {
+		for name, a := range b.Attributes {
+			if name == "ignore_changes" {
+				continue // a lifecycle's attribute names, not references
+			}
 			out = append(out, a.Expr.Variables()...)
 		}
 		for _, n := range b.Blocks {

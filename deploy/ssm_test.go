@@ -127,6 +127,16 @@ func TestSSMParameterPatterns(t *testing.T) {
 		{"PolicySource", "ssm:/x`reboot`", false},
 		{"PolicySource", "ssm:/x:latest", false},
 		{"PolicySource", "inline\n", false},
+		{"PolicySource", "s3://my-bucket/egressd/policy.d/", true},
+		{"PolicySource", "remove", true},
+		{"PolicyFile", "", true},
+		{"PolicyFile", "break-glass-inc-4711.yaml", true},
+		{"PolicyFile", "team.payments.yaml", true},
+		{"PolicyFile", "../policy.yaml", false},
+		{"PolicyFile", ".hidden.yaml", false},
+		{"PolicyFile", "team/payments.yaml", false},
+		{"PolicyFile", "team.yml", false},
+		{"PolicyFile", "x.yaml'; reboot; '", false},
 		{"InlinePolicyBase64", "", true},
 		{"InlinePolicyBase64", base64.StdEncoding.EncodeToString([]byte("version: 1\ndefault: deny\n")), true},
 		{"InlinePolicyBase64", "dmVyc2lvbjogMQo='", false},
@@ -181,6 +191,14 @@ case "${1:-} ${2:-}" in
 "s3 cp")
 	shift 2
 	[ "$1" = --only-show-errors ] && shift
+	if [ "$1" = --recursive ]; then
+		# A prefix: its *.yaml objects (the filters are --exclude '*' --include '*.yaml').
+		shift
+		while [ "${1#--}" != "$1" ]; do shift 2; done
+		src="${1#s3://}"
+		[ ! -d "$FAKE_AWS/s3/$src" ] || find "$FAKE_AWS/s3/$src" -maxdepth 1 -name '*.yaml' -exec cp {} "$2/" \;
+		exit 0
+	fi
 	src="${1#s3://}"
 	if [ ! -f "$FAKE_AWS/s3/$src" ]; then
 		echo "fatal error: An error occurred (404) when calling the HeadObject operation: Key \"${src#*/}\" does not exist" >&2
@@ -379,6 +397,10 @@ type fakeEgressd struct {
 	hash    string
 	reloads int
 	stuck   bool
+	// hashOf, if set, loads the policy as egressd does and returns its
+	// hash (a policy directory's); otherwise the file's sha256 is taken
+	// once check accepts it.
+	hashOf func(path string) (string, bool)
 }
 
 func (f *fakeEgressd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -391,6 +413,12 @@ func (f *fakeEgressd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && r.URL.Path == "/reload":
 		f.reloads++
 		if f.stuck {
+			return
+		}
+		if f.hashOf != nil {
+			if h, ok := f.hashOf(f.policy); ok {
+				f.hash = h
+			}
 			return
 		}
 		b, err := os.ReadFile(f.policy)
@@ -408,6 +436,28 @@ func (f *fakeEgressd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (f *fakeEgressd) loaded() string { f.mu.Lock(); defer f.mu.Unlock(); return f.hash }
 func (f *fakeEgressd) count() int     { f.mu.Lock(); defer f.mu.Unlock(); return f.reloads }
 
+// fakePushEnv serves fake in the namespace ns and returns the push
+// environment that reloads it, with a fake aws under dir.
+func fakePushEnv(t *testing.T, ns *netnstest.NS, dir string, fake *fakeEgressd) *pushEnv {
+	t.Helper()
+	ln, err := ns.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: fake}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	e := &pushEnv{
+		ns: ns.Name, policy: fake.policy,
+		readyz:    "http://" + ln.Addr().String() + "/readyz",
+		reloadCmd: "curl -fsS -X POST http://" + ln.Addr().String() + "/reload",
+		aws:       filepath.Join(dir, "aws"), bin: filepath.Join(dir, "bin"),
+		loaded: fake.loaded, reloads: fake.count,
+	}
+	fakeBin(t, e.bin, "aws", fakeAWS)
+	return e
+}
+
 // TestSSMPushPolicy runs the document's script against a fake egressd (an
 // HTTP endpoint in a namespace of the test's own) and a fake aws.
 func TestSSMPushPolicy(t *testing.T) {
@@ -419,21 +469,7 @@ func TestSSMPushPolicy(t *testing.T) {
 	starter := readFile(t, repoPath("deploy/etc/policy.yaml"))
 	writeFile(t, policy, starter, 0o644)
 	fake := &fakeEgressd{policy: policy, hash: sha(starter)}
-	ln, err := ns.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: fake}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	e := &pushEnv{
-		ns: ns.Name, policy: policy,
-		readyz:    "http://" + ln.Addr().String() + "/readyz",
-		reloadCmd: "curl -fsS -X POST http://" + ln.Addr().String() + "/reload",
-		aws:       filepath.Join(dir, "aws"), bin: filepath.Join(dir, "bin"),
-		loaded: fake.loaded, reloads: fake.count,
-	}
-	fakeBin(t, e.bin, "aws", fakeAWS)
+	e := fakePushEnv(t, ns, dir, fake)
 	runPushCases(t, e)
 	current := readFile(t, policy)
 
@@ -504,20 +540,35 @@ func TestSSMPushPolicy(t *testing.T) {
 // as systemctl reload does, and reading its policy hash from /readyz on
 // metrics.listen.
 func TestSSMAgainstLiveEgressd(t *testing.T) {
+	const initial = "version: 1\ndefault: deny\nrules:\n  - name: lab-cidr\n    cidrs: [203.0.113.20/32]\n    action: allow\n"
+	e := liveEgressd(t, initial, "", sha(initial))
+	runPushCases(t, e)
+}
+
+// liveEgressd starts egressd in the lab on the policy text, or on the
+// policy directory dir when it is set, waits until it reports the policy
+// hash want, and returns the push environment of the NAT namespace.
+func liveEgressd(t *testing.T, initial, dir, want string) *pushEnv {
+	t.Helper()
 	testenv.RequireCommands(t, "curl", "flock", "sha256sum", "base64")
 	l := lab.Start(t)
 	if err := l.ApplyRules(lab.Rules{}); err != nil {
 		t.Fatal(err)
 	}
-	const initial = "version: 1\ndefault: deny\nrules:\n  - name: lab-cidr\n    cidrs: [203.0.113.20/32]\n    action: allow\n"
-	eg, err := l.StartEgressd(lab.EgressdOptions{Binary: egressdBin, Policy: initial,
-		Env: []string{"EGRESSD_METRICS_LISTEN=127.0.0.1:9145"}})
+	env := []string{"EGRESSD_METRICS_LISTEN=127.0.0.1:9145"}
+	if dir != "" {
+		env = append(env, "EGRESSD_POLICY="+dir)
+	}
+	eg, err := l.StartEgressd(lab.EgressdOptions{Binary: egressdBin, Policy: initial, Env: env})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("egressd logs:\n%s", eg.Logs())
+		}
+		if err := eg.Signal(syscall.Signal(0)); err != nil {
+			t.Errorf("egressd is gone after the pushes: %v", err)
 		}
 	})
 	readyz := "http://127.0.0.1:9145/readyz"
@@ -532,26 +583,26 @@ func TestSSMAgainstLiveEgressd(t *testing.T) {
 		return body.PolicySHA256
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for loaded() != sha(initial) {
+	for loaded() != want {
 		if time.Now().After(deadline) {
 			r := inNS(t, l.NAT.Name, nil, "curl", "-sS", "-m", "2", readyz)
 			t.Fatalf("egressd does not report policy_sha256 %s on GET %s (metrics.listen, EGRESSD_METRICS_LISTEN); "+
-				"the push script needs it: %v", sha(initial), readyz, r)
+				"the push script needs it: %v", want, readyz, r)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	pid := eg.PID()
-	dir := t.TempDir()
+	policyPath := eg.PolicyPath
+	if dir != "" {
+		policyPath = dir
+	}
+	tmp := t.TempDir()
 	e := &pushEnv{
-		ns: l.NAT.Name, policy: eg.PolicyPath, readyz: readyz,
-		reloadCmd: fmt.Sprintf("kill -HUP %d", pid),
-		aws:       filepath.Join(dir, "aws"), bin: filepath.Join(dir, "bin"),
+		ns: l.NAT.Name, policy: policyPath, readyz: readyz,
+		reloadCmd: fmt.Sprintf("kill -HUP %d", eg.PID()),
+		aws:       filepath.Join(tmp, "aws"), bin: filepath.Join(tmp, "bin"),
 		loaded:  loaded,
 		reloads: func() int { return strings.Count(eg.Logs(), `"msg":"policy reloaded"`) },
 	}
 	fakeBin(t, e.bin, "aws", fakeAWS)
-	runPushCases(t, e)
-	if err := eg.Signal(syscall.Signal(0)); err != nil {
-		t.Errorf("egressd is gone after the pushes: %v", err)
-	}
+	return e
 }

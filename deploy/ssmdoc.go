@@ -28,14 +28,15 @@ var SSMParams = []SSMParam{
 	{
 		Name: "PolicySource",
 		Type: "String",
-		Description: "Where the policy comes from: s3://BUCKET/KEY, ssm:PARAMETER_NAME[:VERSION] (Parameter Store, " +
-			"SecureString too; values up to 4 KB, 8 KB advanced), or inline (then InlinePolicyBase64 is the policy).",
-		AllowedPattern: `^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*()/+=,@-]+|ssm:[A-Za-z0-9_./-]+(:[0-9]{1,10})?|inline)$`,
+		Description: "Where the policy comes from: s3://BUCKET/KEY (for a policy directory, s3://BUCKET/PREFIX/: its *.yaml objects), " +
+			"ssm:PARAMETER_NAME[:VERSION] (Parameter Store, SecureString too; values up to 4 KB, 8 KB advanced), " +
+			"inline (then InlinePolicyBase64 is the policy), or remove (with PolicyFile: remove that file from the policy directory).",
+		AllowedPattern: `^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*()/+=,@-]+|ssm:[A-Za-z0-9_./-]+(:[0-9]{1,10})?|inline|remove)$`,
 	},
 	{
 		Name:           "InlinePolicyBase64",
 		Type:           "String",
-		Description:    "With PolicySource inline: the policy file, base64-encoded (base64 -w0 policy.yaml).",
+		Description:    "With PolicySource inline: the policy file, base64-encoded (base64 -w0 policy.yaml); for a whole policy directory, a gzipped tar of its files (tar -C policy.d -czf - . | base64 -w0).",
 		Default:        strp(""),
 		AllowedPattern: `^[A-Za-z0-9+/=]*$`,
 	},
@@ -45,6 +46,14 @@ var SSMParams = []SSMParam{
 		Description:    "How long to wait for egressd to report the new policy as loaded before rolling back.",
 		Default:        strp("30"),
 		AllowedPattern: `^[1-9][0-9]{0,3}$`,
+	},
+	{
+		Name: "PolicyFile",
+		Type: "String",
+		Description: "With a policy directory on the instance: the one file of it (NAME.yaml) that PolicySource is, or that remove removes; " +
+			"the other files stay (break glass: a temporary rule with expires). Empty: PolicySource is the whole policy.",
+		Default:        strp(""),
+		AllowedPattern: `^([A-Za-z0-9][A-Za-z0-9._-]{0,99}\.yaml)?$`,
 	},
 }
 

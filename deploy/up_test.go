@@ -74,6 +74,17 @@ func TestEgressdUp(t *testing.T) {
 			wantRules: []string{"--dports 443,8443"},
 		},
 		{
+			name:   "an HA pair's floating address: forwarded packets SNATed to it, the instance's own masqueraded",
+			env:    []string{"PRIVATE_IF=prv0", "PUBLIC_IF=pub0", "EGRESSD_SNAT_ADDRESS=10.0.0.50"},
+			wantOK: true,
+			wantRules: []string{"-A EGRESSD_NAT -o pub0 -m addrtype ! --src-type LOCAL -j SNAT --to-source 10.0.0.50",
+				"-A EGRESSD_NAT -o pub0 -j MASQUERADE"},
+		},
+		{
+			name: "a bad SNAT address", env: []string{"EGRESSD_SNAT_ADDRESS=ten"},
+			wantOutput: "--snat must be an IPv4 address",
+		},
+		{
 			name: "a bad fail-open value", env: []string{"EGRESSD_FAIL_OPEN=maybe"},
 			wantOutput: "EGRESSD_FAIL_OPEN must be true or false",
 		},

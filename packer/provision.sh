@@ -20,6 +20,7 @@
 #   /usr/bin/egressd
 #   /usr/libexec/egressd/{egressd-iptables.sh,egressd-up.sh,egressd-eni.sh,egressd-push-policy.sh}
 #   /usr/lib/systemd/system/{egressd,egressd-iptables,egressd-eni}.service, enabled
+#   /usr/lib/systemd/system/{egressd-ha,egressd-conntrackd}.service, not enabled (HA pairs enable them)
 #   /etc/egressd/{egressd.yaml,egressd.env,policy.yaml}  (policy.yaml only if absent)
 #   /etc/sysctl.d/90-egressd.conf, /etc/modules-load.d/egressd.conf,
 #   /etc/systemd/networkd.conf.d/egressd.conf
@@ -39,8 +40,10 @@ die() {
 	exit 1
 }
 
-PACKAGES=(iptables-nft ipset amazon-ssm-agent awscli-2 amazon-cloudwatch-agent util-linux curl-minimal)
+PACKAGES=(iptables-nft ipset amazon-ssm-agent awscli-2 amazon-cloudwatch-agent util-linux curl-minimal conntrack-tools)
 UNITS=(egressd-eni.service egressd-iptables.service egressd.service)
+# Installed, not enabled: an instance of an HA pair enables them (README, "High availability").
+HA_UNITS=(egressd-ha.service egressd-conntrackd.service)
 
 dist="${1:-}"
 if [ -z "$dist" ] || [ ! -d "$dist" ]; then
@@ -87,7 +90,7 @@ put 0755 bin/egressd /usr/bin/egressd
 for s in egressd-iptables.sh egressd-up.sh egressd-eni.sh egressd-push-policy.sh; do
 	put 0755 "libexec/$s" "/usr/libexec/egressd/$s"
 done
-for u in "${UNITS[@]}"; do
+for u in "${UNITS[@]}" "${HA_UNITS[@]}"; do
 	put 0644 "systemd/$u" "/usr/lib/systemd/system/$u"
 done
 put 0644 etc/egressd.yaml /etc/egressd/egressd.yaml

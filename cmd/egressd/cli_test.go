@@ -165,3 +165,21 @@ func TestConfigFile(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigEMF: the decision log's EMF settings, off by default.
+func TestConfigEMF(t *testing.T) {
+	c, err := loadConfig("")
+	if err != nil || c.emfConfig() != nil {
+		t.Fatalf("default: %v %v", c.emfConfig(), err)
+	}
+	t.Setenv("EGRESSD_LOG_EMF", "true")
+	t.Setenv("EGRESSD_LOG_EMF_INTERVAL", "30s")
+	c, err = loadConfig("")
+	if err != nil || c.emfConfig() == nil || c.emfConfig().Namespace != "egressd" || c.emfConfig().Interval != 30*time.Second {
+		t.Fatalf("on: %+v %v", c.emfConfig(), err)
+	}
+	t.Setenv("EGRESSD_LOG_EMF_INTERVAL", "10ms")
+	if _, err := loadConfig(""); err == nil || !strings.Contains(err.Error(), "log.emf_interval") {
+		t.Errorf("a short interval: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/egressd/egressd/internal/defaults"
+	"github.com/egressd/egressd/pkg/declog"
 	"github.com/egressd/egressd/pkg/engine"
 	"github.com/egressd/egressd/pkg/policy"
 	"github.com/egressd/egressd/pkg/resolve"
@@ -96,10 +97,28 @@ type Config struct {
 		// are written: one write (and one wake-up of the writer and of
 		// whoever reads stdout) per batch, not per flow. 0: every line at once.
 		FlushDelay time.Duration `mapstructure:"flush_delay"`
+		// EMF adds metrics in CloudWatch Embedded Metric Format to the
+		// decision lines every EMFInterval: decisions and denials, and
+		// denials per reason and rule (never an address).
+		EMF          bool          `mapstructure:"emf"`
+		EMFNamespace string        `mapstructure:"emf_namespace"` // the CloudWatch namespace
+		EMFInterval  time.Duration `mapstructure:"emf_interval"`
 	} `mapstructure:"log"`
 	Metrics struct {
 		Listen string `mapstructure:"listen"` // host:port for /metrics, /healthz, /readyz; "" disables
 	} `mapstructure:"metrics"`
+	// Sources resolve the workload selectors of rules' from (security
+	// groups, tags) with EC2 DescribeNetworkInterfaces; used only when the
+	// policy has some.
+	Sources struct {
+		Refresh   time.Duration `mapstructure:"refresh"`    // how often EC2 is asked again
+		CacheFile string        `mapstructure:"cache_file"` // the last good answers, across restarts; "": none
+		VPCID     string        `mapstructure:"vpc_id"`     // only interfaces of this VPC; "": any the role sees
+		Region    string        `mapstructure:"region"`     // "": the instance's (IMDS)
+		Endpoint  string        `mapstructure:"endpoint"`   // "": EC2's; a URL for tests or a VPC endpoint
+	} `mapstructure:"sources"`
+	HA   haConfig   `mapstructure:"ha"`   // egressd ha's (haconfig.go); run ignores it
+	GWLB GWLBConfig `mapstructure:"gwlb"` // behind a Gateway Load Balancer (gwlb.go); off unless gwlb.mode is set
 }
 
 // setDefaults are design.md's (internal/defaults), and what an empty file means.
@@ -136,8 +155,18 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.fold_per_source", 50)
 	v.SetDefault("log.fold_window", "10s")
 	v.SetDefault("log.flush_delay", defaults.DecisionFlushDelay.String())
+	v.SetDefault("log.emf", false)
+	v.SetDefault("log.emf_namespace", "egressd")
+	v.SetDefault("log.emf_interval", "60s")
 	v.SetDefault("monitor_until", "")
 	v.SetDefault("metrics.listen", "127.0.0.1:9145")
+	v.SetDefault("sources.refresh", "60s")
+	v.SetDefault("sources.cache_file", "/var/lib/egressd/sources.json")
+	v.SetDefault("sources.vpc_id", "")
+	v.SetDefault("sources.region", "")
+	v.SetDefault("sources.endpoint", "")
+	setHADefaults(v)
+	setGWLBDefaults(v)
 }
 
 // loadConfig reads the config file (path "" means defaults and the
@@ -218,6 +247,12 @@ func (c *Config) validate() error {
 	if c.Log.FlushDelay < 0 || c.Log.FlushDelay > time.Second {
 		bad("log.flush_delay %s: between 0 and 1s", c.Log.FlushDelay)
 	}
+	if c.Log.EMF && (c.Log.EMFNamespace == "" || c.Log.EMFInterval < time.Second) {
+		bad("log.emf_namespace must be set and log.emf_interval at least 1s")
+	}
+	if c.Sources.Refresh < time.Second {
+		bad("sources.refresh %s must be at least 1s", c.Sources.Refresh)
+	}
 	if c.Policy == "" {
 		bad("policy: the policy file's path is required")
 	}
@@ -274,6 +309,7 @@ func (c *Config) validate() error {
 			bad("verify_dns.cache_max %d must be >= 0 (0: chosen from the memory egressd is given)", c.VerifyDNS.CacheMax)
 		}
 	}
+	c.GWLB.validate(bad)
 	switch c.Log.Format {
 	case "json", "text":
 	default:
@@ -335,4 +371,12 @@ func (c *Config) heldTotal() int {
 // policyOptions are the config's parts that change what a policy means.
 func (c *Config) policyOptions() policy.Options {
 	return policy.Options{InspectTCP: ports16(c.InspectPorts.TCP), InspectUDP: ports16(c.InspectPorts.UDP)}
+}
+
+// emfConfig is the decision log's EMF settings, or nil when off.
+func (c *Config) emfConfig() *declog.EMFConfig {
+	if !c.Log.EMF {
+		return nil
+	}
+	return &declog.EMFConfig{Namespace: c.Log.EMFNamespace, Interval: c.Log.EMFInterval}
 }

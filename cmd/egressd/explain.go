@@ -46,6 +46,7 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("verbose", false, "list every rule considered and why it did or did not match")
 	cfgPath := fs.String("config", "", "the daemon's config file: read inspect_ports from it (and from EGRESSD_* variables)")
 	opts := inspectFlags(fs, cfgPath)
+	at := atFlag(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -61,6 +62,9 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 		return fail("--policy, --src, --dst and --port are required")
 	}
 	o, err := opts()
+	if err == nil {
+		o.At, err = at()
+	}
 	if err != nil {
 		return fail("%v", err)
 	}

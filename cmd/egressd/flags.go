@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/egressd/egressd/internal/defaults"
 	"github.com/egressd/egressd/pkg/policy"
@@ -97,4 +99,47 @@ func parsePortList(s string) ([]uint16, error) {
 		out = append(out, uint16(n))
 	}
 	return out, nil
+}
+
+// atFlag adds --at, the instant at which rules' expires are judged, and
+// returns a function that reads it (the zero time, for now, when unset).
+func atFlag(fs *flag.FlagSet) func() (time.Time, error) {
+	at := fs.String("at", "", "judge rules' expires at this RFC 3339 time instead of now (\"what will be in force then\")")
+	return func() (time.Time, error) {
+		if *at == "" {
+			return time.Time{}, nil
+		}
+		t, err := time.Parse(time.RFC3339, *at)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("--at %q is not an RFC 3339 time (like 2026-12-24T06:00:00Z)", *at)
+		}
+		return t, nil
+	}
+}
+
+// policyOutputFlags adds the flags of the commands that write a policy
+// (suggest, import): -o, and --config or --inspect-tcp/--inspect-udp for
+// what the policy will mean.
+func policyOutputFlags(fs *flag.FlagSet) (outPath *string, opts func() (policy.Options, error)) {
+	outPath = fs.String("o", "", "write the policy to this file instead of stdout")
+	cfgPath := fs.String("config", "", "the daemon's config file: read inspect_ports from it (and from EGRESSD_* variables)")
+	return outPath, inspectFlags(fs, cfgPath)
+}
+
+// failer returns a command's error reporter: it prints "egressd CMD:
+// message" and returns exit status 2.
+func failer(stderr io.Writer, cmd string) func(format string, a ...any) int {
+	return func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "egressd "+cmd+": "+format+"\n", a...)
+		return 2
+	}
+}
+
+// writeOutput writes data to the file at path, or to stdout when path is "".
+func writeOutput(path string, stdout io.Writer, data []byte) error {
+	if path == "" {
+		_, err := stdout.Write(data)
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }

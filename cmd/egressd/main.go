@@ -36,6 +36,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdExplain(args[1:], stdout, stderr)
 	case "replay":
 		return cmdReplay(args[1:], stdout, stderr)
+	case "suggest":
+		return cmdSuggest(args[1:], stdout, stderr)
+	case "import":
+		return cmdImport(args[1:], stdout, stderr)
+	case "export":
+		return cmdExport(args[1:], stdout, stderr)
+	case "ha":
+		return cmdHA(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "egressd %s\n", version)
 		return 0
@@ -60,6 +68,14 @@ Usage:
                                        decide one flow, as one decision-log line
   egressd replay --policy P [--resolve NAME=IP,...] [--baseline OLD] CAPTURE.pcap|LOG.jsonl
                                        decide captured or logged flows with a policy
+  egressd suggest [--subnet CIDR]... LOG.jsonl|CAPTURE.pcap...
+                                       write a policy that allows what was observed
+  egressd import --from anf|squid|smokescreen [--role NAME=CIDR]... FILE...
+                                       translate another filter's rules into a policy
+  egressd export --format route53-dns-firewall POLICY
+                                       the policy's names as a DNS Firewall domain list
+  egressd ha run|status|conntrackd-config [--config FILE]
+                                       high availability: an active and a standby member per zone
   egressd version                      print the version
   egressd help                         this text
 

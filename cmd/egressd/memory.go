@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/egressd/egressd/pkg/engine"
+	"github.com/egressd/egressd/pkg/gwlb"
 	"github.com/egressd/egressd/pkg/resolve"
 )
 
@@ -145,6 +146,13 @@ func (c *Config) memoryBound() engine.Memory {
 	}
 	if c.VerifyDNS.Enabled {
 		m = append(m, engine.MemoryPart{What: "DNS cache (verify_dns.cache_max)", Bytes: resolve.MemoryBound(c.VerifyDNS.CacheMax, 0)})
+	}
+	if c.GWLB.Mode != "" {
+		flows := c.GWLB.Flows
+		if flows == 0 {
+			flows = 65536
+		}
+		m = append(m, engine.MemoryPart{What: "GENEVE return paths (gwlb.flows)", Bytes: gwlb.MemoryBound(flows)})
 	}
 	m = append(m,
 		engine.MemoryPart{What: "decision log queue", Bytes: 65536 * 512},

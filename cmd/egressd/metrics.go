@@ -30,6 +30,10 @@ type metrics struct {
 	latency  prometheus.Histogram
 	reloadOK atomic.Uint64
 	reloadKO atomic.Uint64
+	// rulesExpired counts rules dropped at their expires while running.
+	rulesExpired atomic.Uint64
+	// sourcesOK and sourcesKO count refreshes of the workload sources.
+	sourcesOK, sourcesKO atomic.Uint64
 }
 
 func newMetrics(d *daemon) *metrics {
@@ -68,11 +72,20 @@ var (
 	descLogLines    = desc("egressd_decision_log_lines_total", "Decision lines, by outcome: written, dropped (buffer full), folded (per-source flood), failed (output error).", "outcome")
 	descMode        = desc("egressd_monitor_mode", "1 when decisions are logged but not enforced (monitor mode).")
 	descBuild       = desc("egressd_build_info", "egressd's version.", "version", "goversion")
+	descExpiredRun  = desc("egressd_policy_rules_expired_total", "Rules dropped from the policy in force at their expires, while running.")
+	descExpiredNow  = desc("egressd_policy_expired_rules", "Rules of the policy file that have expired and are not in force.")
+	descNextExpiry  = desc("egressd_policy_next_expiry_timestamp_seconds", "When the next rule in force expires (Unix time); absent when none does.")
+	descSources     = desc("egressd_sources_refresh_total", "Refreshes of the workload sources (from: security_groups, tags) from EC2, by result.", "result")
+	descSourcesNone = desc("egressd_sources_empty_selectors", "Workload selectors of the policy in force that resolve to nothing (their rules match no source from them).")
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDecisions, descShadow, descFlows, descHeld, descLimits, descEngineErrs, descQueueErrs,
-		descQueueDrops, descSYNLog, descDNS, descReloads, descPolicyInfo, descPolicyRules, descLogLines, descMode, descBuild} {
+		descQueueDrops, descSYNLog, descDNS, descReloads, descPolicyInfo, descPolicyRules, descLogLines, descMode, descBuild,
+		descExpiredRun, descExpiredNow, descNextExpiry, descSources, descSourcesNone} {
+		ch <- d
+	}
+	for _, d := range gwlbDescs {
 		ch <- d
 	}
 }
@@ -142,6 +155,20 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	pol := d.engine.Policy()
 	gauge(descPolicyInfo, 1, pol.Hash())
 	gauge(descPolicyRules, float64(pol.Stats().Rules))
+	counter(descExpiredRun, m.rulesExpired.Load())
+	gauge(descExpiredNow, float64(pol.Stats().Expired))
+	if next, ok := pol.NextExpiry(); ok {
+		gauge(descNextExpiry, float64(next.Unix()))
+	}
+	counter(descSources, m.sourcesOK.Load(), "ok")
+	counter(descSources, m.sourcesKO.Load(), "error")
+	empty := 0
+	for _, u := range pol.SelectorUses() {
+		if u.Count == 0 {
+			empty++
+		}
+	}
+	gauge(descSourcesNone, float64(empty))
 	c := d.decisions.Counts()
 	counter(descLogLines, c.Written, "written")
 	counter(descLogLines, c.Dropped, "dropped")
@@ -153,6 +180,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descMode, monitor)
 	gauge(descBuild, 1, version, runtime.Version())
+	m.collectGWLB(ch)
 }
 
 // readQueueDrops reads the kernel's per-queue drop counters for this
@@ -186,15 +214,18 @@ func (m *metrics) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		r := m.d.readiness()
-		w.Header().Set("Content-Type", "application/json")
-		if r.Status != "ready" {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		json.NewEncoder(w).Encode(r)
-	})
+	mux.HandleFunc("GET /readyz", m.serveReadyz)
 	return mux
+}
+
+// serveReadyz answers /readyz: 200 when ready, 503 with the problems.
+func (m *metrics) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	r := m.d.readiness()
+	w.Header().Set("Content-Type", "application/json")
+	if r.Status != "ready" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(r)
 }
 
 // readiness is /readyz's answer.
@@ -227,6 +258,7 @@ func (d *daemon) readiness() readiness {
 	if d.ctx.Err() != nil {
 		r.Problems = append(r.Problems, "stopping")
 	}
+	r.Problems = append(r.Problems, d.gwlbProblems()...)
 	r.Status = "ready"
 	if len(r.Problems) > 0 {
 		r.Status = "not-ready"

@@ -105,6 +105,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	helloMax := fs.Int("hello-max-bytes", 0, "hello.max_bytes (default: the config's, else 16384)")
 	verify := fs.Bool("verify-checksums", false, "drop packets with bad IPv4, TCP or UDP checksums, as conntrack does")
 	opts := inspectFlags(fs, nil)
+	at := atFlag(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -178,6 +179,10 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	}
 
 	popts := policy.Options{InspectTCP: ro.Engine.InspectTCP, InspectUDP: ro.Engine.InspectUDP}
+	var err error
+	if popts.At, err = at(); err != nil {
+		return fail("%v", err)
+	}
 	pol, code := loadReplayPolicy(*polPath, popts, stderr)
 	if pol == nil {
 		return code

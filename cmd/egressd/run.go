@@ -25,6 +25,7 @@ import (
 	"github.com/egressd/egressd/pkg/nfq"
 	"github.com/egressd/egressd/pkg/policy"
 	"github.com/egressd/egressd/pkg/resolve"
+	"github.com/egressd/egressd/pkg/sources"
 )
 
 const runUsage = `Usage: egressd run [--config FILE] [--mode enforce|monitor]
@@ -104,7 +105,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		"limits_flows", cfg.Limits.Flows, "limits_buffer_bytes", cfg.Limits.BufferBytes,
 		"limits_dns_in_flight", cfg.Limits.DNSInFlight, "verify_dns_cache_max", cfg.VerifyDNS.CacheMax)
 
-	d := &daemon{cfg: cfg, cfgPath: *cfgPath, modeFlag: *mode, log: log, level: level, mode: m, notify: newNotifier(), mem: mem}
+	d := &daemon{cfg: cfg, cfgPath: *cfgPath, modeFlag: *mode, log: log, level: level, mode: m, notify: newNotifier(), mem: mem,
+		gwlbWanted: cfg.GWLB.Mode != ""}
 	if err := d.start(stdout); err != nil {
 		log.Error("not starting", "err", err)
 		return 1
@@ -131,6 +133,8 @@ type daemon struct {
 	mode     engine.Mode
 	notify   *notifier
 	mem      memory // what egressd is given; the auto limits come from it
+	// gwlbWanted: gwlb.mode is set, so /readyz waits for the GENEVE path.
+	gwlbWanted bool
 
 	engine    *engine.Engine
 	queues    []*nfq.Queue
@@ -142,10 +146,14 @@ type daemon struct {
 	decisions *declog.Writer
 	files     []io.Closer
 	metrics   *metrics
-	loadedAt  atomic.Value // time.Time the policy in force was loaded
+	gwlb      atomic.Pointer[gwlbState] // the GENEVE path, once up (gwlb.mode set)
+	loadedAt  atomic.Value              // time.Time the policy in force was loaded
 
 	reloadMu     sync.Mutex
 	monitorTimer *time.Timer
+	expiryKick   chan struct{}     // the policy in force changed: see expireRules
+	sources      *sources.Resolver // workload sources; nil until a policy selects workloads
+	sourcesKick  chan struct{}     // a new policy: refresh the sources now
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -160,6 +168,7 @@ func (d *daemon) start(stdout io.Writer) error {
 		return err
 	}
 	d.ctx, d.cancel = context.WithCancelCause(context.Background())
+	pol = d.withSources(pol)
 
 	var verifier engine.Verifier
 	if cfg.VerifyDNS.Enabled {
@@ -182,6 +191,10 @@ func (d *daemon) start(stdout io.Writer) error {
 			return fmt.Errorf("verify_dns: %w", err)
 		}
 		d.resolver, verifier = r, resolverVerifier{r}
+		if cfg.Hello.Timeout < 2*resolve.DefaultRequeryInterval {
+			log.Warn("hello.timeout is shorter than two DNS query slots: a name whose answer lacks the destination is not asked a second time before the deny",
+				"hello_timeout", cfg.Hello.Timeout, "slot", resolve.DefaultRequeryInterval)
+		}
 	} else {
 		log.Warn("verify_dns is disabled: names from SNI, QUIC and Host are taken on trust; decision lines say dns_check=trusted")
 	}
@@ -198,6 +211,7 @@ func (d *daemon) start(stdout io.Writer) error {
 	d.decisions = declog.NewWriter(declog.WriterConfig{
 		Outputs: outputs, FoldRate: float64(cfg.Log.FoldPerSource), FoldWindow: cfg.Log.FoldWindow,
 		FlushDelay: cfg.Log.FlushDelay,
+		EMF:        cfg.emfConfig(),
 	})
 	d.metrics = newMetrics(d)
 	d.loadedAt.Store(time.Now())
@@ -269,6 +283,12 @@ func (d *daemon) start(stdout io.Writer) error {
 	d.goRun("policy watch", func(ctx context.Context) error {
 		return watchFile(ctx, cfg.Policy, 200*time.Millisecond, log, func() { d.reload("file changed") })
 	})
+	d.expiryKick = make(chan struct{}, 1)
+	d.logExpiry(pol)
+	d.goRun("policy expiry", d.expireRules)
+	if d.sources != nil {
+		d.goRun("workload sources", d.refreshSources)
+	}
 	d.goRun("log watch", d.watchLogDrops)
 	d.goRun("limit report", d.reportLimited)
 	if d.resolver != nil {
@@ -281,8 +301,14 @@ func (d *daemon) start(stdout io.Writer) error {
 	if err := d.waitBound(5 * time.Second); err != nil {
 		return err
 	}
+	if err := d.startGWLB(); err != nil {
+		return err
+	}
 	// The queues are read: SYNs may now go by the log.
-	if err := d.setSYNPorts(pol.SYNUndecidedPorts()); err != nil {
+	d.reloadMu.Lock()
+	err = d.setSYNPorts(d.engine.Policy().SYNUndecidedPorts()) // an expiry or new sources may have come meanwhile
+	d.reloadMu.Unlock()
+	if err != nil {
 		return err
 	}
 	if d.notify.watchdog > 0 {
@@ -334,6 +360,32 @@ func (d *daemon) setSYNPorts(ports []uint16) error {
 	return nil
 }
 
+// setPolicy puts pol in force (a reload, an expiry, new workload sources)
+// with the SYN log's ports kept safe across the swap: a port leaves the
+// SYN set before the policy that may decide its SYNs takes over, and
+// joins it only after. Callers hold reloadMu.
+func (d *daemon) setPolicy(pol *policy.Policy) {
+	next := pol.SYNUndecidedPorts()
+	same := slices.Equal(next, d.synPorts)
+	if !same {
+		var both []uint16
+		for _, p := range d.synPorts {
+			if slices.Contains(next, p) {
+				both = append(both, p)
+			}
+		}
+		if err := d.setSYNPorts(both); err != nil {
+			d.log.Error("policy change: the SYN port set", "err", err)
+		}
+	}
+	d.engine.SetPolicy(pol)
+	if !same {
+		if err := d.setSYNPorts(next); err != nil {
+			d.log.Error("policy change: the SYN port set", "err", err)
+		}
+	}
+}
+
 // goRun runs fn until the daemon stops; an error from it stops the daemon.
 func (d *daemon) goRun(name string, fn func(context.Context) error) {
 	d.wg.Add(1)
@@ -359,6 +411,9 @@ func (d *daemon) wait() int {
 				d.reload("SIGHUP")
 				d.notify.ready("policy reloaded")
 				continue
+			}
+			if d.beginDrain(sig.String()) {
+				continue // the load balancer's flows drain first
 			}
 			d.log.Info("stopping", "signal", sig.String())
 			d.cancel(nil)
@@ -536,10 +591,14 @@ func (d *daemon) reloadConfig() {
 		"limits":        cfg.Limits == old.Limits,
 		"verify_dns":    reflect.DeepEqual(cfg.VerifyDNS, old.VerifyDNS),
 		"metrics":       cfg.Metrics == old.Metrics,
+		"sources":       cfg.Sources == old.Sources,
+		"gwlb":          reflect.DeepEqual(cfg.GWLB, old.GWLB),
 		"log (except level)": cfg.Log.Format == old.Log.Format && cfg.Log.DecisionsFile == old.Log.DecisionsFile &&
 			cfg.Log.DecisionsMaxMB == old.Log.DecisionsMaxMB && cfg.Log.DecisionsKeep == old.Log.DecisionsKeep &&
 			cfg.Log.FoldPerSource == old.Log.FoldPerSource && cfg.Log.FoldWindow == old.Log.FoldWindow &&
-			cfg.Log.FlushDelay == old.Log.FlushDelay,
+			cfg.Log.FlushDelay == old.Log.FlushDelay &&
+
+			cfg.Log.EMF == old.Log.EMF && cfg.Log.EMFNamespace == old.Log.EMFNamespace && cfg.Log.EMFInterval == old.Log.EMFInterval,
 	} {
 		if !same {
 			restart = append(restart, key)
@@ -582,29 +641,16 @@ func (d *daemon) reload(why string) {
 	if pol.Hash() == d.engine.Policy().Hash() {
 		return // an event that did not change the file's content
 	}
-	// A port leaves the SYN set before the policy that may decide its
-	// SYNs takes over, and joins it only after.
-	next := pol.SYNUndecidedPorts()
-	same := slices.Equal(next, d.synPorts)
-	if !same {
-		var both []uint16
-		for _, p := range d.synPorts {
-			if slices.Contains(next, p) {
-				both = append(both, p)
-			}
-		}
-		if err := d.setSYNPorts(both); err != nil {
-			d.log.Error("policy reload: the SYN port set", "err", err)
-		}
+	started := d.sources != nil
+	pol = d.withSources(pol)
+	if !started && d.sources != nil {
+		d.goRun("workload sources", d.refreshSources)
 	}
-	d.engine.SetPolicy(pol)
-	if !same {
-		if err := d.setSYNPorts(next); err != nil {
-			d.log.Error("policy reload: the SYN port set", "err", err)
-		}
-	}
+	d.setPolicy(pol)
 	d.loadedAt.Store(time.Now())
 	d.metrics.reloadOK.Add(1)
+	d.logExpiry(pol)
+	d.kickExpiry()
 	if d.resolver != nil {
 		if err := d.resolver.Watch(pol.LiteralNames()); err != nil {
 			d.log.Error("verify_dns: cannot watch the new policy's names", "err", err)

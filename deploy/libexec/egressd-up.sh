@@ -19,6 +19,7 @@
 #   EGRESSD_SYN_LOG_ENABLED, EGRESSD_SYN_LOG_GROUP   SYNs logged, not queued, where no SYN
 #                                is decided: --syn-log-group (default true and 10), or --no-syn-log
 #   EGRESSD_INSPECT_PORTS_TCP, EGRESSD_INSPECT_PORTS_UDP   (default 80,443 and 443)
+#   EGRESSD_SNAT_ADDRESS         an HA pair's floating address: --snat (default none: MASQUERADE)
 #   EGRESSD_IPTABLES_SCRIPT      default /usr/libexec/egressd/egressd-iptables.sh
 #
 # Conntrack size: one entry per 8 KiB of memory (about 1/16 of the memory at
@@ -108,6 +109,10 @@ up() {
 	false | 0) args+=(--no-syn-log) ;;
 	*) die "EGRESSD_SYN_LOG_ENABLED must be true or false, not '${EGRESSD_SYN_LOG_ENABLED}'" ;;
 	esac
+
+	if [ -n "${EGRESSD_SNAT_ADDRESS:-}" ]; then
+		args+=(--snat "$EGRESSD_SNAT_ADDRESS")
+	fi
 
 	size_conntrack
 	"$script" "${args[@]}" || die "$script ${args[*]} failed; forwarding stays off"

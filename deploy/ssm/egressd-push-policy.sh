@@ -8,13 +8,28 @@
 # a test checks that the two agree). SSM runs it with the document's
 # parameters in place of the arguments of the last line.
 #
-# Usage: egressd-push-policy.sh SOURCE [INLINE_BASE64 [TIMEOUT_SECONDS]]
+# Usage: egressd-push-policy.sh SOURCE [INLINE_BASE64 [TIMEOUT_SECONDS [POLICY_FILE]]]
 #   SOURCE  s3://bucket/key      fetched with `aws s3 cp`
+#           s3://bucket/prefix/  (a policy directory) its *.yaml objects, `aws s3 cp --recursive`
 #           ssm:NAME[:VERSION]   a Parameter Store parameter (SecureString too),
 #                                `aws ssm get-parameter --with-decryption`;
 #                                values are capped at 4 KB (8 KB advanced): use S3 beyond
 #           inline               INLINE_BASE64 is the policy, base64-encoded
+#           remove               (with POLICY_FILE) remove that file from the directory
 #   TIMEOUT_SECONDS  how long to wait for egressd to load it (default 30)
+#   POLICY_FILE      with a policy directory: the one file of it (NAME.yaml) that
+#                    SOURCE is; the others stay as they are (break glass)
+#
+# A policy directory (EGRESSD_POLICY is a directory, or a link to one): the
+# whole directory is replaced by SOURCE, which is then an S3 prefix ending in
+# "/", or a gzipped tar of its files (inline, or base64 in a parameter); or,
+# with POLICY_FILE, only that file is written (or removed). Files named
+# break-glass-*.yaml that the new directory lacks are kept across a whole
+# replacement, until every rule in them has expired. The directory is
+# installed as a new version under POLICY.versions/ and POLICY becomes a link
+# to it, swapped atomically (a new link renamed over it); the previous
+# version stays for the rollback, older ones are removed. The hash egressd
+# reports for a directory is that of `sha256sum *.yaml` run in it.
 #
 # Steps: fetch into a file beside the policy; `egressd check` it (with the
 # daemon's inspect ports), which prints "file:line: message" for each problem;
@@ -34,6 +49,7 @@
 #
 # Exit status: 0 the policy is in force (or already was); 1 refused or failed,
 # the previous policy in force; 2 bad arguments.
+# Needs also, for a policy directory: tar, gzip, readlink, find.
 
 # SSM runs its scripts with sh; this one needs bash.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
@@ -47,7 +63,7 @@ RELOAD_CMD="${EGRESSD_RELOAD_CMD:-systemctl reload egressd.service}"
 
 # The temporary files of this run, removed on exit whatever happens.
 tmp_files=()
-cleanup() { [ "${#tmp_files[@]}" -eq 0 ] || rm -f -- "${tmp_files[@]}"; }
+cleanup() { [ "${#tmp_files[@]}" -eq 0 ] || rm -rf -- "${tmp_files[@]}"; }
 trap cleanup EXIT
 
 say() { echo "egressd-push-policy: $*"; }
@@ -89,6 +105,18 @@ wait_loaded() {
 
 reload() { bash -c "$RELOAD_CMD"; }
 
+# reload_wait HASH SECONDS reloads egressd and waits until it reports HASH
+# loaded; when it does not, it sets the caller's why to the reason and fails.
+reload_wait() {
+	why=""
+	if ! reload; then
+		why="reload command '$RELOAD_CMD' failed"
+	elif ! wait_loaded "$1" "$2"; then
+		why="egressd did not report the new policy as loaded within $2 s"
+	fi
+	[ -z "$why" ]
+}
+
 # install_file SRC: fsync SRC (beside POLICY), rename it over POLICY, fsync the directory.
 install_file() {
 	sync -- "$1"
@@ -110,14 +138,149 @@ fetch() {
 	esac
 }
 
-main() {
-	local source="${1:-}" inline="${2:-}" timeout="${3:-30}"
-	[ -z "${4:-}" ] || usage
+# dir_hash DIR prints the hash egressd reports for a policy directory: the
+# SHA-256 of the "HEX  NAME" lines of its *.yaml files, in name order.
+dir_hash() {
+	(cd -- "$1" && LC_ALL=C sha256sum -- *.yaml | sha256sum | cut -d' ' -f1)
+}
+
+# fetch_dir SOURCE INLINE DIR puts a whole policy directory's files in DIR.
+fetch_dir() {
+	local source="$1" inline="$2" out="$3" tgz
 	case "$source" in
-	s3://?*/?* | ssm:?* | inline) ;;
+	s3://*/)
+		aws s3 cp --only-show-errors --recursive --exclude '*' --include '*.yaml' "$source" "$out" ;;
+	*)
+		tgz="$(mktemp "$out.tgz.XXXXXX")"
+		tmp_files+=("$tgz")
+		case "$source" in
+		ssm:*) fetch "$source" "" "$tgz.b64" && tmp_files+=("$tgz.b64") && base64 -d <"$tgz.b64" >"$tgz" ;;
+		*) fetch "$source" "$inline" "$tgz" ;;
+		esac || return 1
+		tar -xzf "$tgz" -C "$out" --no-same-owner --no-same-permissions ;;
+	esac || return 1
+	# Only the directory's own policy files: no links, subdirectories,
+	# hidden or other files.
+	find "$out" -mindepth 1 -maxdepth 1 \( ! -type f -o ! -name '*.yaml' -o -name '.*' \) -exec rm -rf -- {} +
+}
+
+# check_dir DIR SHOWN runs egressd check on DIR, printing its output with DIR
+# shown as SHOWN; it fails when check does.
+check_dir() {
+	local out rc=0
+	out="$("$BIN" check "${check_args[@]}" "$1" 2>&1)" || rc=$?
+	printf '%s\n' "${out//"$1"/"$2"}"
+	return "$rc"
+}
+
+# swap_link DIR points POLICY at DIR: a new link renamed over the old one.
+swap_link() {
+	ln -sfn -- "$1" "$POLICY.link.tmp"
+	mv -Tf -- "$POLICY.link.tmp" "$POLICY"
+	sync -- "$(dirname "$POLICY")"
+}
+
+# push_dir SOURCE INLINE TIMEOUT FILE: main's work for a policy directory.
+push_dir() {
+	local source="$1" inline="$2" timeout="$3" file="$4"
+	local versions="$POLICY.versions" cur new out
+	mkdir -p -- "$versions"
+	cur="$(readlink -f -- "$POLICY")"
+	new="$(mktemp -d "$versions/.new.XXXXXX")"
+	tmp_files+=("$new" "$POLICY.link.tmp")
+	if [ -n "$file" ]; then
+		find "$cur" -mindepth 1 -maxdepth 1 -type f -name '*.yaml' ! -name '.*' -exec cp -p -- {} "$new/" \;
+		if [ "$source" = remove ]; then
+			[ -e "$new/$file" ] || fail "$file is not a file of the policy $POLICY; nothing changed"
+			say "removing $file from the policy"
+			rm -f -- "$new/$file"
+		else
+			say "fetching $file of the policy from $source"
+			fetch "$source" "$inline" "$new/$file" || fail "cannot fetch $file from $source; nothing changed"
+			[ -s "$new/$file" ] || fail "$file from $source is empty; nothing changed"
+		fi
+	else
+		say "fetching the policy directory from $source"
+		fetch_dir "$source" "$inline" "$new" || fail "cannot fetch the policy directory from $source; nothing changed"
+		local bg
+		for bg in "$cur"/break-glass-*.yaml; do
+			if [ -f "$bg" ] && [ ! -e "$new/${bg##*/}" ]; then
+				cp -p -- "$bg" "$new/"
+				say "keeping ${bg##*/} (break glass) from the running policy"
+			fi
+		done
+	fi
+	compgen -G "$new/*.yaml" >/dev/null || fail "the policy from $source has no *.yaml files; nothing changed"
+	chmod 0755 "$new"
+	chmod 0644 "$new"/*.yaml
+	if ! out="$(check_dir "$new" "$POLICY")"; then
+		printf '%s\n' "$out" >&2
+		fail "egressd check refused the policy from $source; nothing changed"
+	fi
+	# A kept break-glass file whose rules have all expired goes now.
+	local spent dropped=0
+	while IFS= read -r spent; do
+		spent="${spent#"$POLICY"/}"
+		case "$spent" in break-glass-*.yaml) ;; *) continue ;; esac
+		[ -n "$file" ] && [ "$spent" = "$file" ] && continue
+		rm -f -- "$new/$spent"
+		say "removing $spent: every rule in it has expired"
+		dropped=1
+	done < <(sed -n 's/^\(.*\): note: every rule of this file has expired; it can be removed$/\1/p' <<<"$out")
+	if [ "$dropped" -eq 1 ] && ! out="$(check_dir "$new" "$POLICY")"; then
+		printf '%s\n' "$out" >&2
+		fail "egressd check refused the policy without its expired break-glass files; nothing changed"
+	fi
+	say "egressd check: $out"
+
+	local hash
+	hash="$(dir_hash "$new")"
+	if [ "$(loaded_hash)" = "$hash" ] && [ "$(dir_hash "$cur")" = "$hash" ]; then
+		say "policy sha256 $hash is already loaded; nothing to do"
+		return 0
+	fi
+	local final
+	final="$versions/$(date -u +%Y%m%dT%H%M%SZ)-${hash:0:12}"
+	mv -T -- "$new" "$final"
+	if [ ! -L "$POLICY" ]; then
+		# The first push: the directory becomes a version of its own.
+		local first
+		first="$versions/$(date -u +%Y%m%dT%H%M%SZ)-first"
+		mv -T -- "$POLICY" "$first"
+		cur="$first"
+	fi
+	swap_link "$final"
+	say "installed $POLICY -> $final (sha256 $hash); reloading egressd"
+
+	local why=""
+	if reload_wait "$hash" "$timeout"; then
+		# Keep the previous version for a rollback by hand; drop older ones.
+		local v
+		for v in "$versions"/*; do
+			[ "$v" = "$final" ] || [ "$v" = "$cur" ] || rm -rf -- "$v"
+		done
+		say "OK: egressd runs policy sha256 $hash (from $source)"
+		return 0
+	fi
+	say "$why; rolling back" >&2
+	swap_link "$cur"
+	rm -rf -- "$final"
+	if reload && wait_loaded "$(dir_hash "$cur")" "$timeout"; then
+		fail "$why; the previous policy is back in force"
+	fi
+	fail "$why; the previous policy directory is back, but egressd has not reported it loaded either"
+}
+
+main() {
+	local source="${1:-}" inline="${2:-}" timeout="${3:-30}" file="${4:-}"
+	[ -z "${5:-}" ] || usage
+	case "$source" in
+	s3://?*/?* | ssm:?* | inline | remove) ;;
 	*) usage ;;
 	esac
 	[[ "$timeout" =~ ^[1-9][0-9]{0,3}$ ]] || usage
+	[[ "$file" =~ ^([A-Za-z0-9][A-Za-z0-9._-]{0,99}\.yaml)?$ ]] || usage
+	[ "$source" != remove ] || [ -n "$file" ] || usage
 
 	local dir
 	dir="$(dirname "$POLICY")"
@@ -125,6 +288,22 @@ main() {
 	# One push at a time (an association run and a manual one may overlap).
 	exec 9>"$dir/.egressd-push-policy.lock"
 	flock -w 60 9 || fail "another push holds $dir/.egressd-push-policy.lock"
+
+	check_args=()
+	local tcp udp
+	tcp="$(env_value EGRESSD_INSPECT_PORTS_TCP)"
+	udp="$(env_value EGRESSD_INSPECT_PORTS_UDP)"
+	[ -z "$tcp" ] || check_args+=(--inspect-tcp "$tcp")
+	[ -z "$udp" ] || check_args+=(--inspect-udp "$udp")
+
+	if [ -d "$POLICY" ]; then
+		push_dir "$source" "$inline" "$timeout" "$file"
+		return
+	fi
+	[ -z "$file" ] || fail "PolicyFile $file needs a policy directory, and $POLICY is a file"
+	case "$source" in
+	*/ | remove) fail "$source needs a policy directory, and $POLICY is a file" ;;
+	esac
 
 	local new
 	new="$(mktemp "$dir/.policy.yaml.new.XXXXXX")"
@@ -135,11 +314,6 @@ main() {
 	[ -s "$new" ] || fail "the policy from $source is empty; nothing changed"
 	chmod 0644 "$new"
 
-	local check_args=() tcp udp
-	tcp="$(env_value EGRESSD_INSPECT_PORTS_TCP)"
-	udp="$(env_value EGRESSD_INSPECT_PORTS_UDP)"
-	[ -z "$tcp" ] || check_args+=(--inspect-tcp "$tcp")
-	[ -z "$udp" ] || check_args+=(--inspect-udp "$udp")
 	local out
 	if ! out="$("$BIN" check "${check_args[@]}" "$new" 2>&1)"; then
 		# Name the source, not the temporary file, in every file:line message.
@@ -169,12 +343,7 @@ main() {
 	say "installed $POLICY (sha256 $hash); reloading egressd"
 
 	local why=""
-	if ! reload; then
-		why="reload command '$RELOAD_CMD' failed"
-	elif ! wait_loaded "$hash" "$timeout"; then
-		why="egressd did not report the new policy as loaded within $timeout s"
-	fi
-	if [ -z "$why" ]; then
+	if reload_wait "$hash" "$timeout"; then
 		say "OK: egressd runs policy sha256 $hash (from $source)"
 		return 0
 	fi

@@ -92,13 +92,25 @@ resource "aws_network_interface" "nat" {
   source_dest_check = false
   description       = "egressd NAT ENI for ${each.key}: the private route tables' 0.0.0.0/0"
   tags              = merge(local.tags, { "Name" = "${var.name}-nat-${each.key}" })
+  # HA (ha.tf): one secondary address, the Elastic IP's, that moves between the members.
+  private_ips_count = var.ha.enabled ? 1 : 0
+
+  lifecycle {
+    ignore_changes = [private_ips, private_ips_count, private_ip_list]
+  }
 }
 
 resource "aws_eip" "nat" {
-  for_each          = var.zones
-  domain            = "vpc"
-  network_interface = aws_network_interface.nat[each.key].id
-  tags              = merge(local.tags, { "Name" = "${var.name}-nat-${each.key}" })
+  for_each                  = var.zones
+  domain                    = "vpc"
+  network_interface         = aws_network_interface.nat[each.key].id
+  associate_with_private_ip = var.ha.enabled ? local.ha_floating_ip[each.key] : null
+  tags                      = merge(local.tags, { "Name" = "${var.name}-nat-${each.key}" })
+
+  # With HA, egressd ha moves it to the active member.
+  lifecycle {
+    ignore_changes = [network_interface, associate_with_private_ip]
+  }
 }
 
 resource "aws_route" "default_via_nat" {
@@ -106,6 +118,11 @@ resource "aws_route" "default_via_nat" {
   route_table_id         = each.value.route_table_id
   destination_cidr_block = "0.0.0.0/0"
   network_interface_id   = aws_network_interface.nat[each.value.az].id
+
+  # With HA, egressd ha points it at the active member.
+  lifecycle {
+    ignore_changes = [network_interface_id]
+  }
 }
 
 # --- The instances' role: SSM (policy pushes, sessions), CloudWatch logs, attaching their ENI. ---
@@ -224,7 +241,7 @@ resource "aws_launch_template" "nat" {
 }
 
 resource "aws_autoscaling_group" "nat" {
-  for_each                  = var.zones
+  for_each                  = local.single_zones # with HA, ha.tf's groups instead
   name                      = "${var.name}-nat-${each.key}"
   min_size                  = 1
   max_size                  = 1

@@ -32,3 +32,8 @@ output "decision_log_group" {
   description = "CloudWatch log group with egressd's decision log (one JSON line per flow)."
   value       = aws_cloudwatch_log_group.decisions.name
 }
+
+output "dns_firewall_rule_group_id" {
+  description = "The DNS Firewall rule group associated with the VPC (empty with dns_firewall_mode off)."
+  value       = local.dns_firewall ? aws_route53_resolver_firewall_rule_group.egressd[0].id : ""
+}

@@ -81,3 +81,53 @@ variable "tags" {
   default     = {}
   description = "Tags added to every resource."
 }
+
+variable "dns_firewall_mode" {
+  type        = string
+  default     = "off"
+  description = "Route 53 Resolver DNS Firewall on the VPC (dns_firewall.tf): off; alert (allow the policy's names and the AWS names a VPC needs, log every other query); block (answer every other query NXDOMAIN)."
+  validation {
+    condition     = contains(["off", "alert", "block"], var.dns_firewall_mode)
+    error_message = "dns_firewall_mode must be off, alert or block."
+  }
+}
+
+variable "dns_firewall_domains_file" {
+  type        = string
+  default     = ""
+  description = "With dns_firewall_mode alert or block: the policy's names, one a line, as egressd export --format route53-dns-firewall POLICY writes them."
+}
+
+variable "dns_firewall_extra_domains" {
+  type        = list(string)
+  default     = []
+  description = "More names the DNS Firewall allows, in its syntax (example.com, *.example.com): your private hosted zones, names of hosts reached by cidrs rules."
+}
+
+variable "denial_alarm_percent" {
+  type        = number
+  default     = 20
+  description = "Alarm (alarms.tf) when more than this share of new flows, in percent, is denied for denial_alarm_minutes; 0: no alarm. From the EMF metrics egressd writes on the decision log (log.emf)."
+  validation {
+    condition     = var.denial_alarm_percent >= 0 && var.denial_alarm_percent <= 100
+    error_message = "denial_alarm_percent is a percentage, 0 to 100."
+  }
+}
+
+variable "denial_alarm_minutes" {
+  type        = number
+  default     = 5
+  description = "How many consecutive minutes the denial rate must stay above denial_alarm_percent to alarm."
+}
+
+variable "alarm_actions" {
+  type        = list(string)
+  default     = []
+  description = "ARNs notified when the denial-rate alarm fires and clears (an SNS topic)."
+}
+
+variable "emf_namespace" {
+  type        = string
+  default     = "egressd"
+  description = "The CloudWatch namespace of egressd's EMF metrics (log.emf_namespace in egressd.yaml)."
+}

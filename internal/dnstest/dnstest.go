@@ -45,6 +45,9 @@ type record struct {
 	flip   bool
 	period time.Duration
 	epoch  time.Time
+	// served counts the A and AAAA queries for the record's own name
+	// answered from it (Served).
+	served [2]int
 }
 
 // Server is a test DNS server. Its zero value is not usable; call New.
@@ -193,6 +196,35 @@ func (s *Server) Queries(name string, qtype uint16) int {
 	return s.queries[query{norm(name), qtype}]
 }
 
+// Served returns how many queries for name and qtype (dns.TypeA or
+// dns.TypeAAAA) were answered from name's records as they were last set
+// (SetAddrs, SetFlip, SetCNAME): 0 for a name without records, or whose
+// records were set again since. Queries that got SERVFAIL, no answer or a
+// truncated one do not count; Lookups do. A test that sets a name's
+// records while a client may be asking (egressd at its start) can wait
+// for the first query the new records answered.
+func (s *Server) Served(name string, qtype uint16) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.names[norm(name)]
+	f, ok := famOf(qtype)
+	if r == nil || !ok {
+		return 0
+	}
+	return r.served[f]
+}
+
+// famOf is the index into record.addrs of qtype's addresses.
+func famOf(qtype uint16) (int, bool) {
+	switch qtype {
+	case dns.TypeA:
+		return 0, true
+	case dns.TypeAAAA:
+		return 1, true
+	}
+	return 0, false
+}
+
 // Total returns how many queries the server has received.
 func (s *Server) Total() int {
 	s.mu.Lock()
@@ -240,12 +272,15 @@ func (s *Server) answer(req *dns.Msg, udp bool) (m *dns.Msg, ok bool) {
 	}
 
 	name := norm(q.Name)
-	for range maxHops {
+	for hop := range maxHops {
 		r := s.names[name]
 		if r == nil {
 			m.Rcode = dns.RcodeNameError
 			m.Ns = []dns.RR{s.soa()}
 			return m, true
+		}
+		if f, ok := famOf(q.Qtype); ok && hop == 0 {
+			r.served[f]++
 		}
 		if r.cname != "" {
 			m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(name, dns.TypeCNAME, r.ttl), Target: dns.Fqdn(r.cname)})
@@ -273,12 +308,8 @@ func (s *Server) answer(req *dns.Msg, udp bool) (m *dns.Msg, ok bool) {
 // when asked.
 // The caller holds mu.
 func (s *Server) pick(r *record, qtype uint16) []netip.Addr {
-	f := 0
-	switch qtype {
-	case dns.TypeA:
-	case dns.TypeAAAA:
-		f = 1
-	default:
+	f, ok := famOf(qtype)
+	if !ok {
 		return nil
 	}
 	all := r.addrs[f]

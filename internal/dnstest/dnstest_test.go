@@ -284,3 +284,36 @@ func TestLookup(t *testing.T) {
 		t.Errorf("Queries = %d, want 2 (Lookups count)", n)
 	}
 }
+
+// TestServed: Served counts the A and AAAA queries that a name's records,
+// as last set, answered, and starts again when they are set again.
+func TestServed(t *testing.T) {
+	a := netip.MustParseAddr
+	s := New()
+	s.SetCNAME("alias.example.test", "www.example.test", 30)
+	steps := []struct {
+		name        string
+		do          func()
+		a, aaaa, mx int // Served for www.example.test after do
+		alias       int // Served for alias.example.test, A
+	}{
+		{name: "no records: NXDOMAIN", do: func() { ask(t, s, "www.example.test", dns.TypeA) }},
+		{name: "set", do: func() { s.SetAddrs("www.example.test", 60, a("203.0.113.1")) }},
+		{name: "A", do: func() { ask(t, s, "www.example.test", dns.TypeA) }, a: 1},
+		{name: "AAAA, NODATA", do: func() { ask(t, s, "www.example.test", dns.TypeAAAA) }, a: 1, aaaa: 1},
+		{name: "a Lookup", do: func() { _, _ = s.Lookup("www.example.test", dns.TypeA) }, a: 2, aaaa: 1},
+		{name: "MX is not counted", do: func() { ask(t, s, "www.example.test", dns.TypeMX) }, a: 2, aaaa: 1},
+		{name: "through the alias: its own", do: func() { ask(t, s, "alias.example.test", dns.TypeA) }, a: 2, aaaa: 1, alias: 1},
+		{name: "SERVFAIL is not", do: func() { s.SetServFail(true); _, _ = s.Lookup("www.example.test", dns.TypeA); s.SetServFail(false) }, a: 2, aaaa: 1, alias: 1},
+		{name: "set again", do: func() { s.SetFlip("www.example.test", 60, 0, a("203.0.113.1"), a("203.0.113.2")) }, alias: 1},
+		{name: "A after the flip", do: func() { ask(t, s, "www.example.test", dns.TypeA) }, a: 1, alias: 1},
+	}
+	for _, st := range steps {
+		st.do()
+		got := [4]int{s.Served("www.example.test", dns.TypeA), s.Served("www.example.test", dns.TypeAAAA),
+			s.Served("www.example.test", dns.TypeMX), s.Served("alias.example.test", dns.TypeA)}
+		if want := [4]int{st.a, st.aaaa, st.mx, st.alias}; got != want {
+			t.Errorf("%s: Served A, AAAA, MX, alias A = %v, want %v", st.name, got, want)
+		}
+	}
+}

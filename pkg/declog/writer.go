@@ -39,6 +39,9 @@ type WriterConfig struct {
 	// the writer sees it.
 	FlushDelay time.Duration
 	Now        func() time.Time // nil: time.Now
+	// EMF, if set, adds metrics in CloudWatch Embedded Metric Format to
+	// the lines (EMFConfig).
+	EMF *EMFConfig
 }
 
 // Writer writes decision lines from a goroutine of its own, so that the
@@ -63,6 +66,7 @@ type Writer struct {
 	mu      sync.Mutex
 	buckets map[netip.Addr]*bucket
 	overall bucket // for sources past MaxSources
+	emf     *emf   // nil: no EMF lines
 
 	written, dropped, folded, failed atomic.Uint64
 }
@@ -93,11 +97,17 @@ func NewWriter(cfg WriterConfig) *Writer {
 	}
 	w := &Writer{cfg: cfg, ch: make(chan *[]byte, cfg.Depth), done: make(chan struct{}), buckets: map[netip.Addr]*bucket{}, maxBatch: 64 << 10}
 	w.pool.New = func() any { b := make([]byte, 0, 512); return &b }
+	if cfg.EMF != nil {
+		w.emf = newEMF(*cfg.EMF)
+	}
 	return w
 }
 
 // Log queues one record. It never blocks and is safe for concurrent use.
 func (w *Writer) Log(r *Record) {
+	if w.emf != nil {
+		w.emf.count(r) // folded lines count too
+	}
 	if w.cfg.FoldRate > 0 && !r.Undecided && r.Verdict == policy.Deny && w.fold(r.Src, r.Time) {
 		return
 	}
@@ -148,8 +158,17 @@ func (w *Writer) Run(ctx context.Context) {
 	t := time.NewTicker(w.cfg.FoldWindow)
 	defer t.Stop()
 	var gather *time.Timer
+	var emfTick <-chan time.Time
+	if w.emf != nil {
+		et := time.NewTicker(w.emf.cfg.Interval)
+		defer et.Stop()
+		emfTick = et.C
+	}
 	for {
 		select {
+		case <-emfTick:
+			w.flush()
+			w.writeBytes(w.emf.lines(w.cfg.Now()))
 		case bp := <-w.ch:
 			w.add(bp)
 			switch {

@@ -601,29 +601,6 @@ func TestLingerThenForget(t *testing.T) {
 	}
 }
 
-func TestHandleAllocs(t *testing.T) {
-	h := newHarness(t, labPolicy, func(c *Config) { c.Log = func(*declog.Record) {} })
-	h.s.Attach(nopSink{})
-	hello := clientHello(t, "allowed.example.test")
-	var pk Packet
-	run := func() {
-		h.sport++
-		pk = Packet{Src: client, Dst: server, SrcPort: h.sport, DstPort: 443, Proto: policy.TCP, Seq: 100, SYN: true}
-		h.s.Handle(&pk)
-		pk.SYN, pk.Seq, pk.Payload = false, 101, hello[:200]
-		h.s.Handle(&pk)
-		pk.Seq, pk.Payload = 301, hello[200:]
-		h.s.Handle(&pk)
-		h.clock.Add(time.Minute)
-		h.e.Tick(h.clock.Now()) // forget it: the flow goes back to the free list
-	}
-	run() // warm up
-	// The one allocation per flow is the name string handed to the policy.
-	if n := testing.AllocsPerRun(50, run); n > 1 {
-		t.Errorf("a 3-packet TLS flow costs %v allocations, want at most 1", n)
-	}
-}
-
 type nopSink struct{}
 
 func (nopSink) Pass(uint32)                          {}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/egressd/egressd/internal/defaults"
 )
@@ -22,6 +23,23 @@ type Options struct {
 	// (inspect_ports). nil means the defaults, TCP 80 and 443 and UDP 443;
 	// an empty non-nil slice means no port of that protocol carries one.
 	InspectTCP, InspectUDP []uint16
+
+	// At is the instant at which rules' expires are judged: a rule whose
+	// expires is at or before it is not in force. The zero value is the
+	// time of compiling.
+	At time.Time
+
+	// Sources resolves the workload selectors of rules' from (security
+	// groups, tags). nil: selectors resolve to nothing, so they match no
+	// source.
+	Sources Sources
+}
+
+func (o Options) at() time.Time {
+	if o.At.IsZero() {
+		return time.Now()
+	}
+	return o.At
 }
 
 func (o Options) inspectTCP() []uint16 {
@@ -56,7 +74,13 @@ type Policy struct {
 	opts     Options
 	def      Verdict
 	defLine  int
-	rules    []rule
+	defFile  string   // in a directory, the file that sets the default
+	files    []string // in a directory, its files' names, in merge order
+	sources  Sources  // what resolved the rules' selectors; nil: nothing
+	all      []rule   // every rule of the file, expired ones included, in file order
+	pos      []int32  // for each rule of all, its index in rules, or -1 when it has expired
+	asOf     time.Time
+	rules    []rule // the rules in force at asOf: all without the expired ones
 	tests    []testCase
 	patterns int // domain entries in all rules
 	prefixes int // cidrs entries in all rules
@@ -87,14 +111,20 @@ type portKey struct {
 type rule struct {
 	name        string
 	description string
+	file        string // the file the rule is in, when the policy is a directory; "": the policy's file
+	owner       string // its file's owner:, if any
 	line        int
 	action      Verdict
-	from        prefixSet // empty: every source
-	domains     []pattern // empty: the rule matches by address only
-	cidrs       prefixSet // empty: the rule matches by name only
+	from        prefixSet // with hasFrom false: every source
+	fromStatic  []netip.Prefix
+	selectors   []Selector // resolved into from by the policy's sources
+	hasFrom     bool       // from was given: a source must be in from (which may be empty)
+	domains     []pattern  // empty: the rule matches by address only
+	cidrs       prefixSet  // empty: the rule matches by name only
 	ports       []portRange
 	proto       Proto
-	shadow      bool // a deny rule on trial: logged, never enforced
+	shadow      bool      // a deny rule on trial: logged, never enforced
+	expires     time.Time // the rule is in force before this instant; zero: always
 }
 
 // appliesTo checks the conditions that do not depend on the destination.
@@ -105,7 +135,7 @@ func (r *rule) appliesTo(src netip.Addr, port uint16, proto Proto) bool {
 	if len(r.ports) > 0 && !inPorts(r.ports, port) {
 		return false
 	}
-	return r.from.empty() || r.from.contains(src)
+	return !r.hasFrom || r.from.contains(src)
 }
 
 func inPorts(rs []portRange, port uint16) bool {
@@ -117,10 +147,14 @@ func inPorts(rs []portRange, port uint16) bool {
 	return false
 }
 
-// Load reads, validates and compiles a policy file, and runs nothing else:
-// the file's tests are run by RunTests. Every problem is reported, each
-// with its line, as an ErrorList.
+// Load reads, validates and compiles a policy file, or a directory of
+// them (see DirFiles), and runs nothing else: the tests are run by
+// RunTests. Every problem is reported, each with its file and line, as an
+// ErrorList.
 func Load(path string, opts Options) (*Policy, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return loadDir(path, opts)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read the policy: %v", err)}
@@ -149,13 +183,9 @@ var ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 func Compile(file string, s *Spec, opts Options) (*Policy, error) {
 	c := &errs{file: file}
 	p := &Policy{
-		file:     file,
-		opts:     opts,
-		defLine:  s.defaultLine,
-		names:    map[string]*nameEntry{},
-		literal:  map[string][]int32{},
-		cidrOnly: newPrefixTable[[]int32](),
-		byPort:   map[portKey][]int32{},
+		file:    file,
+		opts:    opts,
+		defLine: s.defaultLine,
 	}
 	if s.Version.set && s.Version.s != "1" {
 		c.add(s.Version.line, "version %q is not supported; this egressd reads version 1", s.Version.s)
@@ -163,23 +193,44 @@ func Compile(file string, s *Spec, opts Options) (*Policy, error) {
 	if s.Default.set {
 		v, ok := parseVerdict(s.Default.s)
 		if !ok {
+			c.file = orFile(s.defaultFile, file)
 			c.add(s.Default.line, "default must be deny or allow, not %q", s.Default.s)
+			c.file = file
 		}
 		p.def = v
 	}
-	seen := map[string]int{}
+	if s.defaultFile != "" {
+		p.defFile = s.defaultFile
+	}
+	type place struct {
+		file string
+		line int
+	}
+	seen := map[string]place{}
 	for i := range s.Rules {
-		r := compileRule(c, &s.Rules[i], opts)
+		rs := &s.Rules[i]
+		c.file = orFile(rs.File, file)
+		r := compileRule(c, rs, opts)
+		r.file, r.owner = rs.File, rs.Owner
 		if r.name != "" {
 			if first, dup := seen[r.name]; dup {
-				c.add(s.Rules[i].Name.line, "rule %q: the name is already used by the rule on line %d; rule names must be unique", r.name, first)
+				where := fmt.Sprintf("on line %d", first.line)
+				if first.file != c.file {
+					where = fmt.Sprintf("at %s:%d", first.file, first.line)
+				}
+				c.add(rs.Name.line, "rule %q: the name is already used by the rule %s; rule names must be unique", r.name, where)
 			}
-			seen[r.name] = s.Rules[i].Name.line
+			seen[r.name] = place{c.file, rs.Name.line}
 		}
-		p.rules = append(p.rules, r)
+		if opts.Sources != nil {
+			r.resolveFrom(opts.Sources)
+		}
+		p.all = append(p.all, r)
 	}
+	p.sources = opts.Sources
+	c.file = file
 	if len(c.list) == 0 {
-		p.index()
+		p.activate(opts.at())
 		p.tests = compileTests(c, s.Tests, p)
 	}
 	if len(c.list) > 0 {
@@ -232,9 +283,13 @@ func compileRule(c *errs, rs *RuleSpec, opts Options) rule {
 		r.ports = append(r.ports, pr)
 	}
 
-	r.from = newPrefixSet(parsePrefixes(c, label, "from", rs.From))
+	r.fromStatic = parsePrefixes(c, label, "from", rs.From)
+	r.selectors = compileSelectors(c, label, rs.FromSelectors)
+	r.hasFrom = len(rs.From)+len(rs.FromSelectors) > 0
+	r.from = newPrefixSet(r.fromStatic)
 	r.cidrs = newPrefixSet(parsePrefixes(c, label, "cidrs", rs.CIDRs))
 
+	r.expires = parseExpires(c, label, rs.Expires)
 	allowPS := parseBool(c, label, "allow_public_suffix", rs.AllowPublicSuffix)
 	r.shadow = parseBool(c, label, "shadow", rs.Shadow)
 	if r.shadow && r.action != Deny {
@@ -401,8 +456,14 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// index builds the lookup structures from the compiled rules.
+// index builds the lookup structures from the rules in force.
 func (p *Policy) index() {
+	p.names = map[string]*nameEntry{}
+	p.literal = map[string][]int32{}
+	p.cidrOnly = newPrefixTable[[]int32]()
+	p.byPort = map[portKey][]int32{}
+	p.named, p.lits, p.denyLits = nil, nil, nil
+	p.patterns, p.prefixes = 0, 0
 	add := func(list []int32, i int32) []int32 {
 		if n := len(list); n > 0 && list[n-1] == i {
 			return list
@@ -478,21 +539,24 @@ func (p *Policy) index() {
 // File returns the name the policy was loaded from.
 func (p *Policy) File() string { return p.file }
 
-// Hash returns the hex SHA-256 of the policy file's bytes ("" for a policy
-// compiled from a Spec without Parse).
+// Hash returns the hex SHA-256 of the policy file's bytes, or of a policy
+// directory's manifest (see DirFiles); "" for a policy compiled from a
+// Spec without Parse.
 func (p *Policy) Hash() string { return p.hash }
 
 // Default returns the verdict for flows no rule matches.
 func (p *Policy) Default() Verdict { return p.def }
 
 // Stats counts a policy's parts, for check's summary and for metrics.
+// Rules, Domains and CIDRs count the rules in force; Expired the rules of
+// the file that are not.
 type Stats struct {
-	Rules, Domains, CIDRs, Tests int
+	Rules, Domains, CIDRs, Tests, Expired int
 }
 
 // Stats returns the policy's counts.
 func (p *Policy) Stats() Stats {
-	return Stats{Rules: len(p.rules), Domains: p.patterns, CIDRs: p.prefixes, Tests: len(p.tests)}
+	return Stats{Rules: len(p.rules), Domains: p.patterns, CIDRs: p.prefixes, Tests: len(p.tests), Expired: len(p.all) - len(p.rules)}
 }
 
 // Options returns the options the policy was compiled with.
@@ -508,3 +572,11 @@ func (p *Policy) LiteralNames() []string { return p.lits }
 // included), sorted: the names through whose DNS answers deny rules meet a
 // flow on a port that carries a name. The slice must not be modified.
 func (p *Policy) DenyLiteralNames() []string { return p.denyLits }
+
+// orFile is f, or the policy's file when f is "".
+func orFile(f, policyFile string) string {
+	if f == "" {
+		return policyFile
+	}
+	return f
+}

@@ -39,8 +39,8 @@ type Decision struct {
 	Verdict Verdict
 	Reason  Reason // ReasonRule or ReasonDefault
 	Rule    string // the deciding rule's name, or "default"
-	// RuleIndex is the deciding rule's position in the file's rules, or -1
-	// for the default.
+	// RuleIndex is the deciding rule's position among the rules in force
+	// (the file's, without the expired ones), or -1 for the default.
 	RuleIndex int
 	// Final is false only for a Pending query whose outcome depends on the
 	// name: read the flow head and ask again. Verdict is then Deny and

@@ -3,11 +3,14 @@ package policy
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // RuleTrace says whether one rule matched a flow, and why (or why not).
 type RuleTrace struct {
 	Rule   string `json:"rule"`
+	File   string `json:"file,omitempty"`  // in a directory, the rule's file
+	Owner  string `json:"owner,omitempty"` // its file's owner:
 	Line   int    `json:"line"`
 	Action string `json:"action"`
 	Shadow bool   `json:"shadow,omitempty"`
@@ -18,7 +21,7 @@ type RuleTrace struct {
 // Explanation is a decision with every rule considered for it.
 type Explanation struct {
 	Decision Decision
-	Rules    []RuleTrace // every rule of the policy, in file order
+	Rules    []RuleTrace // every rule of the policy (expired ones too), in file order
 }
 
 // Explain decides q like Decide, by evaluating every rule in turn instead
@@ -27,16 +30,22 @@ type Explanation struct {
 // to the same answer.
 func (p *Policy) Explain(q Query) Explanation {
 	t := newTally()
-	out := Explanation{Rules: make([]RuleTrace, len(p.rules))}
-	for i := range p.rules {
-		r := &p.rules[i]
+	out := Explanation{Rules: make([]RuleTrace, len(p.all))}
+	for j := range p.all {
+		r := &p.all[j]
+		i := p.pos[j]
+		if i < 0 {
+			out.Rules[j] = RuleTrace{Rule: r.name, File: r.file, Owner: r.owner, Line: r.line, Action: r.action.String(), Shadow: r.shadow,
+				Why: "expired at " + r.expires.Format(time.RFC3339)}
+			continue
+		}
 		m := p.evalRule(r, &q)
-		out.Rules[i] = RuleTrace{Rule: r.name, Line: r.line, Action: r.action.String(), Shadow: r.shadow, Match: m.match, Why: m.why}
+		out.Rules[j] = RuleTrace{Rule: r.name, File: r.file, Owner: r.owner, Line: r.line, Action: r.action.String(), Shadow: r.shadow, Match: m.match, Why: m.why}
 		switch {
 		case m.match:
-			t.add(int32(i), r, m.byName, m.dnsName)
+			t.add(i, r, m.byName, m.dnsName)
 		case m.lie:
-			t.addLie(int32(i), m.dnsName)
+			t.addLie(i, m.dnsName)
 		case m.pendingName:
 			t.nameMayMatter = true
 		}
@@ -64,10 +73,14 @@ func (p *Policy) evalRule(r *rule, q *Query) ruleMatch {
 		return ruleMatch{why: fmt.Sprintf("port %d is not in its ports (%s)", q.Port, portsString(r.ports))}
 	}
 	var why []string
-	if !r.from.empty() {
+	if r.hasFrom {
 		pf, ok := r.from.containing(q.Src)
 		if !ok {
-			return ruleMatch{why: fmt.Sprintf("source %s is not in its from list", addrString(q.Src))}
+			msg := fmt.Sprintf("source %s is not in its from list", addrString(q.Src))
+			if len(r.selectors) > 0 {
+				msg += fmt.Sprintf(" (its addresses and the %d addresses its selectors resolve to)", len(r.from.list)-len(r.fromStatic))
+			}
+			return ruleMatch{why: msg}
 		}
 		why = append(why, fmt.Sprintf("source %s is in %s", q.Src, pf))
 	}

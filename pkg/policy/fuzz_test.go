@@ -24,8 +24,9 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	f.Add([]byte("version: 1\ndefault: allow\nrules:\n  - {name: a, cidrs: [::/0], action: deny}\n")) // IPv6 everything
-	f.Add([]byte("version: 1\ndefault: deny\nrules: &r [*r]\n"))                                      // a self-referencing alias
+	f.Add([]byte("version: 1\ndefault: allow\nrules:\n  - {name: a, cidrs: [::/0], action: deny}\n"))                                                                   // IPv6 everything
+	f.Add([]byte("version: 1\ndefault: deny\nrules: &r [*r]\n"))                                                                                                        // a self-referencing alias
+	f.Add([]byte("version: 1\ndefault: deny\nrules:\n  - {name: w, from: [{tags: {Team: a}}, {security_groups: [sg-01234567]}], cidrs: [0.0.0.0/0], action: allow}\n")) // workload selectors
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse("f.yaml", data, Options{})
 		if err != nil {
@@ -103,7 +104,7 @@ func (g *gen) policy() (text, enforced string) {
 			fmt.Fprintf(&b, "    cidrs: [%s]\n", g.pick(fuzzCIDRs))
 		}
 		if flags&4 != 0 {
-			fmt.Fprintf(&b, "    from: [%s]\n", g.pick([]string{"10.0.1.0/24", "10.0.0.0/8", "2001:db8::/32"}))
+			fmt.Fprintf(&b, "    from: [%s]\n", g.pick([]string{"10.0.1.0/24", "10.0.0.0/8", "2001:db8::/32", "{security_groups: [sg-01234567]}"}))
 		}
 		if flags&8 != 0 {
 			fmt.Fprintf(&b, "    ports: [%s]\n", g.pick(fuzzPorts))

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 )
 
 // testCase is a compiled entry of the policy's tests: block.
 type testCase struct {
+	file   string // in a directory, the file the test is in; "": the policy's
 	line   int
 	query  Query
 	expect Verdict
@@ -17,8 +19,10 @@ type testCase struct {
 
 func compileTests(c *errs, specs []TestSpec, p *Policy) []testCase {
 	var out []testCase
+	defer func() { c.file = p.file }()
 	for _, ts := range specs {
-		tc := testCase{line: ts.Line}
+		c.file = orFile(ts.File, p.file)
+		tc := testCase{file: ts.File, line: ts.Line}
 		ok := true
 		bad := func(line int, format string, args ...any) {
 			c.add(line, "test: "+format, args...)
@@ -120,9 +124,11 @@ func describe(q *Query) string {
 	return s + ":" + strconv.Itoa(int(q.Port)) + "/" + q.Proto.String()
 }
 
+// ruleIndex is the index in all (expired rules included) of the rule
+// called name, or -1.
 func (p *Policy) ruleIndex(name string) int {
-	for i := range p.rules {
-		if p.rules[i].name == name {
+	for i := range p.all {
+		if p.all[i].name == name {
 			return i
 		}
 	}
@@ -143,18 +149,29 @@ func (p *Policy) RunTests() ErrorList {
 		if tc.rule != "" {
 			want += " by " + tc.rule
 		}
-		out = append(out, &Error{File: p.file, Line: tc.line, Msg: fmt.Sprintf(
-			"test failed: %s: expected %s, got %s by %s%s", tc.desc, want, d.Verdict, d.Rule, p.ruleLine(d))})
+		if i := p.ruleIndex(tc.rule); i >= 0 && p.pos[i] < 0 {
+			want += fmt.Sprintf(" (which expired at %s)", p.all[i].expires.Format(time.RFC3339))
+		}
+		file := orFile(tc.file, p.file)
+		out = append(out, &Error{File: file, Line: tc.line, Msg: fmt.Sprintf(
+			"test failed: %s: expected %s, got %s by %s%s", tc.desc, want, d.Verdict, d.Rule, p.ruleLine(d, file))})
 	}
 	return out
 }
 
-func (p *Policy) ruleLine(d Decision) string {
+// ruleLine says where the deciding rule (or the default) is, for a
+// message about file: its line, and its file when that is another one.
+func (p *Policy) ruleLine(d Decision, file string) string {
+	where, line := orFile(p.defFile, p.file), p.defLine
 	if d.RuleIndex >= 0 {
-		return fmt.Sprintf(" (line %d)", p.rules[d.RuleIndex].line)
+		r := &p.rules[d.RuleIndex]
+		where, line = orFile(r.file, p.file), r.line
 	}
-	if p.defLine > 0 {
-		return fmt.Sprintf(" (line %d)", p.defLine)
+	switch {
+	case line == 0:
+		return ""
+	case where != file:
+		return fmt.Sprintf(" (%s:%d)", where, line)
 	}
-	return ""
+	return fmt.Sprintf(" (line %d)", line)
 }

@@ -19,17 +19,22 @@ import (
 type Spec struct {
 	Version     value
 	Default     value
+	Owner       value // optional: who owns the file (a team), for people and explain
 	Rules       []RuleSpec
 	Tests       []TestSpec
-	defaultLine int // line of the "default" key, for errors about it
+	defaultLine int    // line of the "default" key, for errors about it
+	defaultFile string // in a directory, the file that sets the default
 }
 
 // RuleSpec is one entry of rules:.
 type RuleSpec struct {
-	Line              int // the line where the rule's mapping starts
+	File              string // in a directory, the file the rule is in; "": the policy's file
+	Owner             string // the owner: of the rule's file
+	Line              int    // the line where the rule's mapping starts
 	Name              value
 	Description       value
-	From              []value // source CIDRs or addresses; empty: every source
+	From              []value        // source CIDRs or addresses; with FromSelectors empty: every source
+	FromSelectors     []SelectorSpec // from entries that select workloads (security groups, tags)
 	Domains           []value
 	CIDRs             []value
 	Ports             []value // numbers or "low-high" ranges; empty: every port
@@ -37,10 +42,12 @@ type RuleSpec struct {
 	Action            value   // allow | deny
 	AllowPublicSuffix value   // a bool: accept wildcards over a public suffix
 	Shadow            value   // a bool, deny rules only: log what it would deny, enforce nothing
+	Expires           value   // an RFC 3339 time in UTC: the rule is dropped at that instant; empty: never
 }
 
 // TestSpec is one entry of tests:, a flow and the verdict it must get.
 type TestSpec struct {
+	File   string // in a directory, the file the test is in; "": the policy's file
 	Line   int
 	Src    value
 	Dst    value // optional: without it, no CIDR condition matches
@@ -74,7 +81,7 @@ func ParseSpec(file string, r io.Reader) (*Spec, error) {
 		return nil, &Error{File: file, Msg: fmt.Sprintf("larger than %d MiB; a policy this size is a mistake", maxPolicyBytes>>20)}
 	}
 	c := &errs{file: file}
-	spec := parseSpec(c, data)
+	spec := parseSpec(c, data, false)
 	if len(c.list) > 0 {
 		sortErrors(c.list)
 		return nil, c.list
@@ -82,7 +89,9 @@ func ParseSpec(file string, r io.Reader) (*Spec, error) {
 	return spec, nil
 }
 
-func parseSpec(c *errs, data []byte) *Spec {
+// parseSpec reads one file. A member of a directory (member) may leave
+// the default to another file.
+func parseSpec(c *errs, data []byte, member bool) *Spec {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -115,6 +124,8 @@ func parseSpec(c *errs, data []byte) *Spec {
 			s.Version = scalar(c, v, key)
 		case "default":
 			s.Default, s.defaultLine = scalar(c, v, key), k.Line
+		case "owner":
+			s.Owner = scalar(c, v, key)
 		case "rules":
 			for _, n := range sequence(c, v, key) {
 				s.Rules = append(s.Rules, parseRule(c, n))
@@ -127,6 +138,9 @@ func parseSpec(c *errs, data []byte) *Spec {
 	})
 	if !s.Version.set {
 		c.add(root.Line, "missing \"version\"; add \"version: 1\"")
+	}
+	if member {
+		return s
 	}
 	if !s.Default.set {
 		c.add(root.Line, "missing \"default\"; add \"default: deny\" (or allow)")
@@ -156,7 +170,7 @@ func parseRule(c *errs, n *yaml.Node) RuleSpec {
 		case "description":
 			r.Description = scalar(c, v, key)
 		case "from":
-			r.From = scalars(c, v, key)
+			r.From, r.FromSelectors = parseFrom(c, v)
 		case "domains":
 			r.Domains = scalars(c, v, key)
 		case "cidrs":
@@ -171,6 +185,8 @@ func parseRule(c *errs, n *yaml.Node) RuleSpec {
 			r.AllowPublicSuffix = scalar(c, v, key)
 		case "shadow":
 			r.Shadow = scalar(c, v, key)
+		case "expires":
+			r.Expires = scalar(c, v, key)
 		}
 	})
 	return r
@@ -206,8 +222,8 @@ func parseTest(c *errs, n *yaml.Node) TestSpec {
 
 // The keys each mapping accepts, in the order the error message lists them.
 var (
-	topKeys  = []string{"version", "default", "rules", "tests"}
-	ruleKeys = []string{"name", "description", "from", "domains", "cidrs", "ports", "proto", "action", "allow_public_suffix", "shadow"}
+	topKeys  = []string{"version", "default", "owner", "rules", "tests"}
+	ruleKeys = []string{"name", "description", "from", "domains", "cidrs", "ports", "proto", "action", "allow_public_suffix", "shadow", "expires"}
 	testKeys = []string{"src", "dst", "name", "port", "proto", "expect", "rule"}
 )
 
@@ -329,6 +345,13 @@ func kindName(n *yaml.Node) string {
 	return "value"
 }
 
+// sortErrors orders problems by file, then line (a directory's files in
+// name order, as they are read).
 func sortErrors(l ErrorList) {
-	sort.SliceStable(l, func(i, j int) bool { return l[i].Line < l[j].Line })
+	sort.SliceStable(l, func(i, j int) bool {
+		if l[i].File != l[j].File {
+			return l[i].File < l[j].File
+		}
+		return l[i].Line < l[j].Line
+	})
 }

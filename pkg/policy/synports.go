@@ -26,7 +26,9 @@ func (p *Policy) SYNUndecided(port uint16) bool {
 			// decided (a shadow one too, to keep this simple).
 			return false
 		}
-		if r.from.empty() && r.cidrs.empty() {
+		if !r.hasFrom && r.cidrs.empty() {
+			// No from at all: a from that resolves to no address
+			// (a selector with no workload yet) applies to no flow.
 			everyFlow = true
 		}
 	}

@@ -42,6 +42,9 @@ rules:
 		{"a name rule for some sources leaves the others decided on the SYN", `
 rules:
   - {name: ci, from: [10.0.1.0/24], domains: [example.test], action: allow}`, nil},
+		{"a name rule for some workloads (a selector, here resolving to none)", `
+rules:
+  - {name: ci, from: [{security_groups: [sg-01234567]}], domains: [example.test], action: allow}`, nil},
 		{"a name rule for some destinations too", `
 rules:
   - {name: web, cidrs: [203.0.113.0/24], domains: [example.test], action: allow}`, nil},

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/google/gopacket/layers"
@@ -252,4 +253,15 @@ func ipv4Of(lt layers.LinkType, b []byte) (ip []byte, ok bool) {
 		return b[4:], true
 	}
 	return nil, false
+}
+
+// Detect tells a capture from a decision log by its first bytes, without
+// consuming them (a gzipped input is unwrapped first): read the input on
+// from the returned reader. It is how Run tells them apart.
+func Detect(r io.Reader) (Format, io.Reader, error) {
+	f, br, err := detect(bufio.NewReaderSize(r, 1<<16))
+	if err != nil {
+		return 0, nil, err
+	}
+	return f, br, nil
 }

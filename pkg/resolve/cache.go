@@ -85,9 +85,6 @@ type entry struct {
 	// merged last started (noAnswer: none yet). A verification whose flow
 	// began after it must ask again before it may deny.
 	answered [2]int64
-	// news[f]: that answer carried an address the name did not hold
-	// (fresh or in grace); see VerifySince on asking once more.
-	news [2]bool
 	// asked is when the last lookup of name started (RequeryInterval).
 	asked int64
 	// ref is the CLOCK reference bit: set by readers (under the read
@@ -173,7 +170,7 @@ type view struct {
 	famFresh bool   // a fresh address of addr's family is held
 	negFresh bool   // a fresh negative answer for addr's family is held
 	answered int64  // entry.answered for addr's family; noAnswer when none
-	news     bool   // entry.news for addr's family
+	negative bool   // the answer merged last for addr's family was negative (NXDOMAIN or NODATA), fresh or not
 	asked    int64  // entry.asked
 }
 
@@ -224,7 +221,7 @@ func (c *cache) look(name string, addr netip.Addr, now int64, touch bool) view {
 		e.ref.Store(true)
 	}
 	fam := family(addr)
-	return view{cached: st, held: held, famFresh: famFresh, negFresh: e.neg[fam] > now, answered: e.answered[fam], news: e.news[fam], asked: e.asked}
+	return view{cached: st, held: held, famFresh: famFresh, negFresh: e.neg[fam] > now, answered: e.answered[fam], negative: e.neg[fam] != 0, asked: e.asked}
 }
 
 // markAsked records that a lookup of name starts now, if name is cached.
@@ -239,44 +236,38 @@ func (c *cache) markAsked(name string, now int64) {
 // merge records a successful answer for one family of name, from a lookup
 // that started at started: its addresses join the union (negExp is
 // ignored), or, when addrs is empty, the family is negative until negExp.
-// news reports an address that the name did not hold, fresh or in grace.
-func (c *cache) merge(name string, fam int, addrs []cachedAddr, negExp, started, now int64, pinned bool) (news bool) {
+func (c *cache) merge(name string, fam int, addrs []cachedAddr, negExp, started, now int64, pinned bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.lookupOrInsert(name, now, pinned)
 	e.asked = max(e.asked, started)
 	e.answered[fam] = max(e.answered[fam], started)
 	e.addrs = slices.DeleteFunc(e.addrs, func(a cachedAddr) bool { return c.standing(a, now) == CachedNone })
-	defer func() { e.news[fam] = news }()
 	if len(addrs) == 0 {
 		e.neg[fam] = negExp
-		return false
+		return
 	}
 	e.neg[fam] = 0
 	e.addrs = slices.Grow(e.addrs, min(len(addrs), c.maxAddrs-len(e.addrs)))
 	for _, a := range addrs {
-		if c.add(e, a) {
-			news = true
-		}
+		c.add(e, a)
 	}
-	return news
 }
 
 // add puts a into e's union, or extends the expiry of an address already
-// there, and reports whether a was new. When e is full the address that
-// expires soonest makes room (one in grace first, as its TTL has ended),
-// unless a expires sooner still: what is kept is what stays valid
-// longest.
-func (c *cache) add(e *entry, a cachedAddr) (added bool) {
+// there. When e is full the address that expires soonest makes room (one
+// in grace first, as its TTL has ended), unless a expires sooner still:
+// what is kept is what stays valid longest.
+func (c *cache) add(e *entry, a cachedAddr) {
 	for i := range e.addrs {
 		if e.addrs[i].addr == a.addr {
 			e.addrs[i].exp = max(e.addrs[i].exp, a.exp)
-			return false
+			return
 		}
 	}
 	if len(e.addrs) < c.maxAddrs {
 		e.addrs = append(e.addrs, a)
-		return true
+		return
 	}
 	soonest := 0
 	for i := range e.addrs {
@@ -287,7 +278,6 @@ func (c *cache) add(e *entry, a cachedAddr) (added bool) {
 	if a.exp > e.addrs[soonest].exp {
 		e.addrs[soonest] = a
 	}
-	return true
 }
 
 // lookupOrInsert returns name's entry, making one (and evicting another
@@ -316,7 +306,6 @@ func (c *cache) lookupOrInsert(name string, now int64, pinned bool) *entry {
 	e.addrs = e.addrs[:0]
 	e.neg = [2]int64{}
 	e.answered = [2]int64{noAnswer, noAnswer}
-	e.news = [2]bool{}
 	e.asked = 0
 	e.ref.Store(false)
 	e.pinned = pinned

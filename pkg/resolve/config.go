@@ -74,9 +74,13 @@ type Config struct {
 	// that holds a fresh answer. A verification that must ask again (its
 	// flow began after the newest answer, which lacks the destination)
 	// waits for the name's next slot rather than deny, within its
-	// context; all the flows waiting for one slot share its lookup. So an
-	// attacker sending an allowed name to many wrong addresses costs at
-	// most one lookup of that name per interval. Zero: 1s.
+	// context, and one whose answer lacks the destination looks once
+	// more at the slot after; all the flows waiting for one slot share
+	// its lookup. So an attacker sending an allowed name to many wrong
+	// addresses costs at most one lookup of that name per interval; a
+	// mismatch may wait for two slots, so the caller's deadline
+	// (hello.timeout) should leave room for two intervals and the
+	// lookups' own time. Zero: 1s.
 	RequeryInterval time.Duration
 
 	// Grace keeps an address verifying for this long after its TTL ends,

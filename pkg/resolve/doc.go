@@ -24,8 +24,11 @@
 //     slot (one lookup per name per Config.RequeryInterval, shared by
 //     every flow waiting for it) within the caller's context, so an
 //     attacker sending an allowed name to many wrong addresses cannot
-//     turn each flow into a query. An answer that flipped (brought an
-//     address the name did not hold) is asked once more.
+//     turn each flow into a query. When an answer with addresses lacks
+//     the destination, the name is looked up once more, at the slot
+//     after, before the flow is denied: its answer may have changed
+//     between the client's query and egressd's, whether or not egressd's
+//     brought anything new. NXDOMAIN and NODATA take no second look.
 //   - The cache keeps every address it has seen for a name until that
 //     answer's TTL expires, so a client that got a different subset of a
 //     rotating answer still verifies, and for Config.Grace after it,

@@ -125,20 +125,27 @@ func referenceAddrs(resp []byte, q question) (map[netip.Addr]bool, bool) {
 	return out, true
 }
 
-// FuzzCache runs a sequence of merges, clock steps and lookups, three
-// bytes each, against a model of the cache: every address valid until
-// the latest expiry any answer gave it, fresh until then and in grace for
-// grace after (no name or address limit is reached).
+// FuzzCache runs a sequence of merges (an answer of one address, or a
+// negative one for its family), clock steps and lookups, three bytes
+// each, against a model of the cache: every address valid until the
+// latest expiry any answer gave it, fresh until then and in grace for
+// grace after (no name or address limit is reached); a family negative
+// until its negative answer's expiry, unless an answer with an address
+// came after it.
 //
 // Properties: cached and look agree with the model on the address's
 // standing, the addresses held and whether its family has a fresh one;
-// merge reports news exactly when the answer carried an address the model
-// did not hold.
+// look agrees on when the family's last answer was asked, whether it was
+// negative (what decides a second look, see Resolver.secondLook), and
+// whether that negative answer is fresh.
 func FuzzCache(f *testing.F) {
 	// An answer, its TTL's end, its grace's end, another answer.
 	f.Add([]byte{1, 0, 0x14, 2, 0, 0, 0, 20, 0, 2, 0, 0, 0, 100, 0, 2, 0, 0, 1, 1, 0x08})
 	// Two names, four addresses, IPv6 among them.
 	f.Add([]byte{1, 0, 0x41, 1, 5, 0x42, 1, 6, 0x43, 2, 5, 1, 2, 6, 2, 0, 3, 0, 2, 6, 3})
+	// An answer, a negative one for its family (0x80: 192.0.2.0's), its
+	// end, an IPv6 one, and the answer again, which ends the negative.
+	f.Add([]byte{1, 0, 0x14, 0, 1, 0, 1, 0x80, 0x0c, 2, 0, 0, 0, 4, 0, 2, 0, 0, 1, 6, 0x08, 2, 0, 0, 1, 0, 0x10, 2, 0, 0})
 	f.Add([]byte{})
 	const grace = 60
 	sec := int64(time.Second)
@@ -152,6 +159,14 @@ func FuzzCache(f *testing.F) {
 			return netip.AddrFrom4([4]byte{192, 0, 2, i % 8})
 		}
 		model := map[string]map[netip.Addr]int64{}
+		// Per name and family: whether it has had an answer, when the
+		// last was asked, and, if it was negative, when that ends (0:
+		// positive).
+		type famModel struct {
+			merged        bool
+			asked, negExp int64
+		}
+		fams := map[string]*[2]famModel{}
 		var now int64
 		standing := func(exp int64) Cached { // of an address the model holds
 			switch {
@@ -171,16 +186,22 @@ func FuzzCache(f *testing.F) {
 				now += int64(a) * sec
 			case 1:
 				x := addr(a)
-				ca := cachedAddr{addr: x, exp: now + int64(b>>2)*sec + sec}
-				old, seen := model[name][x]
-				wantNews := !seen || standing(old) == CachedNone
+				exp := now + int64(b>>2)*sec + sec
+				if fams[name] == nil {
+					fams[name] = &[2]famModel{}
+				}
+				fm := &fams[name][family(x)]
+				fm.merged, fm.asked, fm.negExp = true, now, 0
+				if a >= 0x80 { // a negative answer for x's family
+					fm.negExp = exp
+					c.merge(name, family(x), nil, exp, now, now, false)
+					break
+				}
 				if model[name] == nil {
 					model[name] = map[netip.Addr]int64{}
 				}
-				model[name][x] = max(model[name][x], ca.exp)
-				if news := c.merge(name, family(x), []cachedAddr{ca}, 0, now, now, false); news != wantNews {
-					t.Fatalf("t=%d: merge(%s, %v) news = %t, want %t", now, name, x, news, wantNews)
-				}
+				model[name][x] = max(model[name][x], exp)
+				c.merge(name, family(x), []cachedAddr{{addr: x, exp: exp}}, 0, now, now, false)
 			case 2:
 				x := addr(a)
 				want := CachedNone
@@ -201,6 +222,18 @@ func FuzzCache(f *testing.F) {
 				if v.cached != want || v.held != held || v.famFresh != famFresh {
 					t.Fatalf("t=%d: look(%s, %v) = %+v, want standing %v, %d held, fresh in its family %t",
 						now, name, x, v, want, held, famFresh)
+				}
+				var fm famModel
+				if fams[name] != nil {
+					fm = fams[name][family(x)]
+				}
+				answered, negative, negFresh := int64(noAnswer), fm.negExp != 0, fm.negExp > now
+				if fm.merged {
+					answered = fm.asked
+				}
+				if v.answered != answered || v.negative != negative || v.negFresh != negFresh {
+					t.Fatalf("t=%d: look(%s, %v) = %+v, want answered at %d, negative %t, fresh negative %t",
+						now, name, x, v, answered, negative, negFresh)
 				}
 			}
 		}

@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -147,13 +148,13 @@ func (e *testEnv) verifyErr(name, addr string) (Outcome, error) {
 	return e.r.Verify(ctx, name, netip.MustParseAddr(addr))
 }
 
-// verifyWaiting is verifyErr for a verification that waits slot on the
-// fake clock for its name's query slot (none if 0): it checks that the
-// verification waits, sends nothing meanwhile, and goes on once the clock
-// has moved.
-func (e *testEnv) verifyWaiting(t testing.TB, name, addr string, slot time.Duration) (Outcome, error) {
+// verifyWaiting is verifyErr for a verification that waits on the fake
+// clock for its name's query slot, once for each of slots in turn (none
+// if slots is empty): it checks that the verification waits each time,
+// sends nothing meanwhile, and goes on once the clock has moved that far.
+func (e *testEnv) verifyWaiting(t testing.TB, name, addr string, slots ...time.Duration) (Outcome, error) {
 	t.Helper()
-	if slot == 0 {
+	if len(slots) == 0 {
 		return e.verifyErr(name, addr)
 	}
 	type result struct {
@@ -166,22 +167,30 @@ func (e *testEnv) verifyWaiting(t testing.TB, name, addr string, slot time.Durat
 		out, err := e.verifyErr(name, addr)
 		done <- result{out, err}
 	}()
-	waitFor(t, "the verification to wait for its slot", func() bool {
-		return e.r.Stats().SlotWaits > waits && e.clk.Waiters() > 0
-	})
-	before := e.dns.Total()
-	e.clk.Advance(slot - 1)
+	for i, slot := range slots {
+		waitFor(t, fmt.Sprintf("the verification to wait for slot %d", i), func() bool {
+			return e.r.Stats().SlotWaits > waits && e.clk.Waiters() > 0
+		})
+		waits = e.r.Stats().SlotWaits
+		before := e.dns.Total()
+		e.clk.Advance(slot - 1)
+		select {
+		case r := <-done:
+			t.Fatalf("Verify(%s, %s) = %v, %v before slot %d", name, addr, r.out, r.err, i)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if n := e.dns.Total(); n != before {
+			t.Errorf("Verify(%s, %s) sent %d queries while waiting for slot %d", name, addr, n-before, i)
+		}
+		e.clk.Advance(1)
+	}
 	select {
 	case r := <-done:
-		t.Fatalf("Verify(%s, %s) = %v, %v before its slot", name, addr, r.out, r.err)
-	case <-time.After(10 * time.Millisecond):
+		return r.out, r.err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Verify(%s, %s) still running after its %d slots (%d slot waits)", name, addr, len(slots), e.r.Stats().SlotWaits)
 	}
-	if n := e.dns.Total(); n != before {
-		t.Errorf("Verify(%s, %s) sent %d queries while waiting for its slot", name, addr, n-before)
-	}
-	e.clk.Advance(1)
-	r := <-done
-	return r.out, r.err
+	return Mismatch, nil
 }
 
 // onClock runs fn, moving the fake clock to each After that fn's

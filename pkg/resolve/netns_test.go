@@ -67,7 +67,7 @@ func TestNetTransportNetns(t *testing.T) {
 		queries int // A+AAAA queries the server gets for allowed
 	}{
 		{name: "UDP answer", dsts: []string{"203.0.113.11", "2001:db8::10"}, want: Match, queries: 2},
-		// The first answer is news, so the mismatch asks once more.
+		// The answer lacks it, so the mismatch asks once more.
 		{name: "UDP answer, other address", dsts: []string{"198.18.0.66"}, want: Mismatch, queries: 4},
 		{
 			// The UDP answers are empty with TC; a match proves the records

@@ -7,6 +7,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/dnstest"
 )
 
 // TestRequeryWaitCancelled: a verification waiting for its name's query
@@ -95,7 +99,7 @@ func TestRequeryWaitShared(t *testing.T) {
 		queries int    // so far
 	}{
 		{what: "every flow waits for the slot at 1s", waits: 2 * waiters, waiting: 2 * waiters, queries: 2},
-		// .11 is news: the flows to .66 ask once more.
+		// The answer lacks .66: the flows to it ask once more.
 		{what: "the flows to .66 wait for the next, at 2s", waits: 3 * waiters, waiting: waiters, queries: 4},
 	}
 	for _, s := range steps {
@@ -141,15 +145,25 @@ func TestResultExplains(t *testing.T) {
 		host    string // default allowed
 		addr    string
 		since   time.Duration // from t0; -1: now
+		timeout time.Duration // the caller's context; 0: none
 		want    Result
 	}{
 		{name: "first lookup", since: -1, addr: "203.0.113.10", want: Result{Outcome: Match, Addrs: 3, Requeried: true}},
 		{name: "hit", advance: 3 * sec, since: -1, addr: "203.0.113.11", want: Result{Outcome: Match, AnswerAge: 3 * sec, Addrs: 3}},
+		// Asked at 5s, and once more at 6s (the second look): the age is
+		// that of the second answer.
 		{name: "mismatch after asking again", advance: 2 * sec, since: -1, addr: "198.18.0.66", want: Result{Outcome: Mismatch, Addrs: 3, Requeried: true}},
-		{name: "mismatch from the cache", advance: 2 * sec, since: 5 * sec, addr: "198.18.0.66", want: Result{Outcome: Mismatch, AnswerAge: 2 * sec, Addrs: 3}},
-		{name: "IPv6 hit: the AAAA answer's age", since: -1, addr: "2001:db8::10", want: Result{Outcome: Match, AnswerAge: 2 * sec, Addrs: 3}},
+		// At 6.5s the answer of 6s, since the flow began, lacks it. A
+		// flow takes a second look at the next slot (7s) unless its
+		// deadline comes first, as here: only then is a mismatch on an
+		// answer with addresses decided from the cache. (It was 2s
+		// later, without a deadline, until every mismatch took a second
+		// look, not only one on an answer that was news.)
+		{name: "mismatch from the cache", advance: 500 * time.Millisecond, since: 5 * sec, timeout: 100 * time.Millisecond, addr: "198.18.0.66", want: Result{Outcome: Mismatch, AnswerAge: 500 * time.Millisecond, Addrs: 3}},
+		{name: "IPv6 hit: the AAAA answer's age", since: -1, addr: "2001:db8::10", want: Result{Outcome: Match, AnswerAge: 500 * time.Millisecond, Addrs: 3}},
 		{
-			name: "grace after asking an expired name", advance: 59 * sec, since: -1, addr: "203.0.113.10",
+			// Every address was last seen at 6s, TTL 60s.
+			name: "grace after asking an expired name", advance: 60 * sec, since: -1, addr: "203.0.113.10",
 			zone: func() { e.dns.SetAddrs(allowed, 60, addrs("203.0.113.11")...) },
 			want: Result{Outcome: Grace, Addrs: 3, Requeried: true},
 		},
@@ -170,14 +184,81 @@ func TestResultExplains(t *testing.T) {
 		if host == "" {
 			host = allowed
 		}
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if tc.timeout > 0 {
+			ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+		}
 		var got Result
 		var err error
-		e.onClock(t, func() { got, err = e.r.VerifySince(context.Background(), host, netip.MustParseAddr(tc.addr), since) })
+		e.onClock(t, func() { got, err = e.r.VerifySince(ctx, host, netip.MustParseAddr(tc.addr), since) })
+		cancel()
 		if err != nil {
 			t.Fatalf("%s: VerifySince(%s): %v", tc.name, tc.addr, err)
 		}
 		if got != tc.want {
 			t.Errorf("%s: VerifySince(%s) = %+v, want %+v", tc.name, tc.addr, got, tc.want)
 		}
+	}
+}
+
+// TestSecondLookFails: a second look whose lookup fails leaves the first
+// look's answer standing: the flow is a mismatch, not an error.
+func TestSecondLookFails(t *testing.T) {
+	e := newEnv(t, nil)
+	e.dns.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	type result struct {
+		res Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := e.r.VerifySince(ctx, allowed, netip.MustParseAddr("198.18.0.66"), e.clk.Now())
+		done <- result{res, err}
+	}()
+	waitFor(t, "the second look to wait for its slot", func() bool { return e.r.Stats().SlotWaits == 1 && e.clk.Waiters() == 1 })
+	e.dns.SetServFail(true)
+	e.clk.Advance(time.Second)
+	got := <-done
+	if want := (Result{Outcome: Mismatch, AnswerAge: time.Second, Addrs: 1, Requeried: true}); got.err != nil || got.res != want {
+		t.Errorf("VerifySince = %+v, %v; want %+v, no error", got.res, got.err, want)
+	}
+	st := e.r.Stats()
+	if st.Lookups != 2 || st.SecondLooks != 1 || st.QueryErrors != 2 || st.Errors != 0 || st.MismatchesRequeried != 1 {
+		t.Errorf("Stats: %d lookups, %d second looks, %d query errors, %d errors, %d mismatches after a requery; want 2, 1, 2, 0, 1",
+			st.Lookups, st.SecondLooks, st.QueryErrors, st.Errors, st.MismatchesRequeried)
+	}
+}
+
+// TestSecondLookFrozenClock: a second look needs a lookup that started
+// after the first one. When the family's answer is not held (here the one
+// slot of MaxAddrs keeps the AAAA address, which outlives the A one),
+// there is no slot to wait for; on a clock that has not moved since the
+// first look, the verification waits for it to move (a nanosecond), once,
+// rather than look again at once, over and over, with the same start.
+func TestSecondLookFrozenClock(t *testing.T) {
+	v4, v6 := dnstest.New(), dnstest.New()
+	v4.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
+	v6.SetAddrs(allowed, 3600, addrs("2001:db8::10")...)
+	tr := transportFunc(func(ctx context.Context, server string, q []byte) ([]byte, error) {
+		if queryType(q) == dns.TypeAAAA {
+			return v6.Exchange(ctx, server, q)
+		}
+		return v4.Exchange(ctx, server, q)
+	})
+	e := newEnv(t, func(c *Config) { c.MaxAddrs = 1; c.Transport = tr })
+	var res Result
+	var err error
+	moved := e.onClock(t, func() {
+		res, err = e.r.VerifySince(context.Background(), allowed, netip.MustParseAddr("198.18.0.66"), e.clk.Now())
+	})
+	if err != nil || res.Outcome != Mismatch || !res.Requeried {
+		t.Fatalf("VerifySince = %+v, %v; want a mismatch after asking", res, err)
+	}
+	st := e.r.Stats()
+	if moved != time.Nanosecond || st.Lookups != 2 || st.SecondLooks != 1 || st.SlotWaits != 1 {
+		t.Errorf("clock moved %v, Stats: %d lookups, %d second looks, %d slot waits; want 1ns, 2, 1, 1",
+			moved, st.Lookups, st.SecondLooks, st.SlotWaits)
 	}
 }

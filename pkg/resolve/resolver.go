@@ -62,9 +62,9 @@ type Result struct {
 	// Requeried: the verification waited for a lookup (its own, or one
 	// in flight it joined) or for the name's query slot: the cache lacked
 	// the destination and held no answer obtained since the flow began,
-	// or the answer that lacked it was news (a second look), or the
-	// destination was in grace and the name's answers had expired.
-	// False: decided from the cache alone.
+	// or it held one that lacked it and the verification looked once
+	// more (see VerifySince), or the destination was in grace and the
+	// name's answers had expired. False: decided from the cache alone.
 	Requeried bool
 }
 
@@ -80,11 +80,11 @@ type Stats struct {
 	NegativeHits        uint64 // answered Mismatch from a cached NXDOMAIN/NODATA
 	Misses              uint64 // lookups waited for (its own or one in flight; a verification may wait for two)
 	SlotWaits           uint64 // waited for a name's query slot (RequeryInterval)
-	SecondLooks         uint64 // asked once more after an answer that was news (see VerifySince)
+	SecondLooks         uint64 // looked once more after an answer, since the flow began, with addresses but not the destination (see VerifySince)
 	Matches             uint64 // returned Match
 	Mismatches          uint64 // returned Mismatch without error
 	MismatchesRequeried uint64 // ... after waiting for a lookup made since the flow began
-	MismatchesCached    uint64 // ... from the cache: a negative answer, or one obtained since the flow began
+	MismatchesCached    uint64 // ... from the cache: a negative answer, or one obtained since the flow began with no room or time for a second look
 	Errors              uint64 // returned an error (reason dns-error; limit for ErrBudget, also in BudgetRefused)
 	Lookups             uint64 // name lookups started (each asks A and AAAA)
 	Queries             uint64 // DNS queries sent (per type, per server tried)
@@ -196,12 +196,20 @@ func (r *Resolver) Verify(ctx context.Context, name string, addr netip.Addr) (Ou
 // shares one lookup. It answers Mismatch only if that answer and the
 // cache, grace included, both lack addr.
 //
-// A fresh answer that lacks addr but brings an address the name did not
-// hold (it flipped: a resolver fleet whose caches disagree, a load
-// balancer moving the name) is asked once more, at the next slot: the
-// client may have been given the one before. That is one more lookup per
-// verification at most, and no more per name than one per
-// RequeryInterval.
+// An answer obtained since the flow began that has addresses but not
+// addr is not enough to deny: the name is looked up once more, at its
+// next slot, and the flow is denied only if that answer lacks addr too
+// (or fails: the first look stands). The client's answer came from an
+// earlier query, and a name's answer may change within its TTL (a
+// resolver fleet whose caches disagree, a load balancer moving the name,
+// a rotation) in an order as regular as clients' queries and egressd's
+// taking turns, where every answer egressd gets is one it already holds;
+// so the second look is taken whether or not egressd's answer brought an
+// address the name did not hold. It is one more lookup per verification
+// at most, shared by every flow waiting for the slot, so no more per name
+// than one per RequeryInterval; it is not taken while the query budget is
+// under half full, nor when ctx ends before the slot (the flow is then
+// denied on the first look, without waiting).
 //
 // A fresh negative answer (NXDOMAIN, NODATA) is Mismatch without asking
 // again: the resolver would give the same from its own negative cache
@@ -319,7 +327,7 @@ func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr,
 			r.fmu.Unlock()
 			r.stats.negHits.Add(1)
 			return v.result(now, waited), false, nil
-		case v.cached == CachedNone && v.answered >= anchor && !r.secondLook(v.news, v.answered, now, &second, &anchor):
+		case v.cached == CachedNone && v.answered >= anchor && !r.secondLook(ctx, v, now, &second, &anchor):
 			// An answer obtained since the flow began lacks addr.
 			r.fmu.Unlock()
 			return v.result(now, waited), false, nil
@@ -328,10 +336,17 @@ func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr,
 		// grace whose name has no fresh answer: look it up. Only a name
 		// with a fresh answer waits for its slot; one without (expired,
 		// or a failed lookup, which is not cached) needs the lookup
-		// whoever asks.
+		// whoever asks. A second look also waits for the clock to pass
+		// the lookup it follows (anchor), which only a clock that has not
+		// moved since makes it do: a lookup that starts at the same time
+		// as the one before could never decide.
 		f := r.flights[n]
 		if f == nil {
-			if wait := time.Duration(v.asked + int64(r.cfg.RequeryInterval) - now); v.famFresh && wait > 0 {
+			wait := time.Duration(anchor - now)
+			if v.famFresh {
+				wait = max(wait, r.slotWait(v, now))
+			}
+			if wait > 0 {
 				r.fmu.Unlock()
 				waited = true
 				r.stats.slotWaits.Add(1)
@@ -365,17 +380,28 @@ func (r *Resolver) verifySlow(ctx context.Context, name string, addr netip.Addr,
 			continue // it answers a question asked before the flow began
 		}
 		tried = true
-		if got[fam].err != nil {
-			return r.orGrace(n, addr, got[fam].err)
-		}
 		v = r.cache.look(n, addr, now, false)
-		if v.cached == CachedNone && r.secondLook(got[fam].news, f.started, now, &second, &anchor) {
-			continue
+		if got[fam].err != nil {
+			if second { // the first look stands: an answer lacked addr
+				return v.result(now, true), false, nil
+			}
+			return r.orGrace(n, addr, got[fam].err)
 		}
 		// The cache holds this answer, unless it was evicted meanwhile.
 		v.answered = max(v.answered, f.started)
+		v.negative = len(got[fam].addrs) == 0
+		if v.cached == CachedNone && r.secondLook(ctx, v, now, &second, &anchor) {
+			continue
+		}
 		return v.result(now, true), false, nil
 	}
+}
+
+// slotWait is how long from now until the name of v may be looked up
+// again (Config.RequeryInterval after its last lookup started), if it has
+// a fresh answer; 0 or less when it may be now.
+func (r *Resolver) slotWait(v view, now int64) time.Duration {
+	return time.Duration(v.asked + int64(r.cfg.RequeryInterval) - now)
 }
 
 // orGrace is the end of a verification whose lookup failed with err:
@@ -389,18 +415,43 @@ func (r *Resolver) orGrace(name string, addr netip.Addr, err error) (Result, boo
 	return Result{}, false, err
 }
 
-// secondLook reports whether a verification whose address lacks from an
-// answer (obtained by a lookup started at answered, news if it brought
-// the name an address it did not hold) asks once more, and if so takes
-// the second look: it moves anchor past that lookup, so that only a later
-// one may deny. It is taken only while the query budget is at least half
-// full: under a flood of new names it would double their cost.
-func (r *Resolver) secondLook(news bool, answered, now int64, taken *bool, anchor *int64) bool {
-	if *taken || !news || !r.budget.roomy(now) {
+// secondLook reports whether a verification whose address is missing
+// from the answer v describes (the one merged last for its family,
+// obtained by a lookup that started at v.answered, at or after anchor)
+// asks once more before it denies, and if so takes the second look: it
+// moves anchor past that lookup, so that only a later one may decide.
+//
+// The answer lacking addr is not enough to deny: the client resolved
+// before its flow began, and a resolver whose answer changes within the
+// TTL (a fleet of caches, a load balancer moving the name, a rotation)
+// may have given it what the next query gives, however regular the order
+// (a batch of clients between two of egressd's queries to a resolver that
+// alternates keeps every one of egressd's answers on the same address).
+// So every flow gets one second look, whether or not that answer brought
+// the name an address it did not hold. The look is at the name's next
+// slot, shared by every flow waiting for it, so a name costs no more than
+// one lookup per RequeryInterval however many flows ask.
+//
+// It is not taken:
+//   - a second time for the same verification;
+//   - after a negative answer (NXDOMAIN, NODATA): the resolver would give
+//     the same from its own negative cache (RFC 2308), and a random label
+//     under an allowed wildcard must stay one lookup;
+//   - while the query budget is under half full: under a flood of new
+//     names it would double their cost;
+//   - when ctx ends before the name's next slot (hello.timeout): the
+//     flow could not wait for it, and a mismatch decided on the first
+//     look explains itself where a timeout would not. The deadline is
+//     read on the real clock, as ctx itself is.
+func (r *Resolver) secondLook(ctx context.Context, v view, now int64, taken *bool, anchor *int64) bool {
+	if *taken || v.negative || !r.budget.roomy(now) {
+		return false
+	}
+	if dl, ok := ctx.Deadline(); ok && v.famFresh && time.Until(dl) <= r.slotWait(v, now) {
 		return false
 	}
 	*taken = true
-	*anchor = answered + 1
+	*anchor = v.answered + 1
 	r.stats.secondLooks.Add(1)
 	return true
 }
@@ -479,7 +530,6 @@ func (r *Resolver) Stats() Stats {
 type famResult struct {
 	addrs []cachedAddr
 	ttl   time.Duration // clamped TTL of the answer (the smallest); valid iff err == nil
-	news  bool          // an address the name did not hold, fresh or in grace
 	err   error
 }
 
@@ -568,7 +618,7 @@ func (r *Resolver) fly(name string, f *flight) {
 		if len(f.res[fam].addrs) == 0 {
 			r.stats.negAnswers.Add(1)
 		}
-		f.res[fam].news = r.cache.merge(name, fam, f.res[fam].addrs, now+int64(f.res[fam].ttl), f.started, now, pinned)
+		r.cache.merge(name, fam, f.res[fam].addrs, now+int64(f.res[fam].ttl), f.started, now, pinned)
 	}
 	r.fmu.Lock()
 	delete(r.flights, name)

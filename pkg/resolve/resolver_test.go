@@ -29,7 +29,7 @@ type step struct {
 	zone    func(*dnstest.Server)
 	name    string // default allowed
 	addr    string
-	slot    time.Duration // the verification waits this long for its query slot
+	slots   []time.Duration // the verification waits this long for its query slot, each in turn
 	want    Outcome
 	wantErr error
 	queries int
@@ -56,16 +56,28 @@ func TestVerifyScenarios(t *testing.T) {
 			},
 		},
 		{
-			// The first answer is news (the name held nothing), so the
-			// miss asks once more, at the next slot.
+			// Every answer that lacks the address (none is negative) is
+			// followed by a second look at the name's next slot before
+			// the flow is denied: the client may have been given another
+			// answer in between (see secondLook). Each step is one flow,
+			// and each pays for its own second look, as nothing else
+			// asks meanwhile.
 			name: "a miss waits for the name's query slot, then asks again",
 			zone: set(300, "203.0.113.10"),
 			steps: []step{
-				{addr: "198.18.0.66", slot: time.Second, want: Mismatch, queries: 4},
-				{addr: "198.18.0.66", want: Mismatch, queries: 4}, // an answer since the flow began
-				{advance: 999 * time.Millisecond, addr: "198.18.0.66", slot: time.Millisecond, want: Mismatch, queries: 6},
-				{advance: 2 * time.Second, addr: "198.18.0.66", want: Mismatch, queries: 8}, // slot free: no wait
-				{addr: "203.0.113.10", want: Match, queries: 8},
+				// t=0: looked up at once, once more at 1s.
+				{addr: "198.18.0.66", slots: []time.Duration{time.Second}, want: Mismatch, queries: 4},
+				// t=1s: an answer since the flow began (1s) lacks it:
+				// once more at 2s. (Until an answer that was not news
+				// took a second look too, this was denied from the
+				// cache.)
+				{addr: "198.18.0.66", slots: []time.Duration{time.Second}, want: Mismatch, queries: 6},
+				// t=2.999s: asked at the slot (3s), once more at 4s.
+				{advance: 999 * time.Millisecond, addr: "198.18.0.66", slots: []time.Duration{time.Millisecond, time.Second}, want: Mismatch, queries: 10},
+				// t=6s: the slot is free, the first look at once, the
+				// second at 7s.
+				{advance: 2 * time.Second, addr: "198.18.0.66", slots: []time.Duration{time.Second}, want: Mismatch, queries: 14},
+				{addr: "203.0.113.10", want: Match, queries: 14},
 			},
 		},
 		{
@@ -102,15 +114,15 @@ func TestVerifyScenarios(t *testing.T) {
 				s.SetAddrs(allowed, 60, addrs("203.0.113.10", "203.0.113.11", "203.0.113.12")...)
 			},
 			steps: []step{
-				{addr: "203.0.113.10", want: Match, queries: 2},                                   // t=0: answer .10
-				{addr: "203.0.113.11", slot: time.Second, want: Match, queries: 4},                // news: once more at t=1, answer .11
-				{advance: time.Second, addr: "203.0.113.12", want: Match, queries: 6},             // t=2: answer .12
-				{addr: "203.0.113.10", want: Match, queries: 6},                                   // the union
-				{addr: "203.0.113.11", want: Match, queries: 6},                                   //
-				{advance: 58 * time.Second, addr: "203.0.113.11", want: Match, queries: 6},        // t=60: .10 expired
-				{addr: "203.0.113.10", want: Grace, queries: 6},                                   // the others are fresh: no lookup
-				{advance: 1500 * time.Millisecond, addr: "203.0.113.11", want: Grace, queries: 6}, // t=61.5
-				{advance: 119 * time.Second, addr: "203.0.113.10", want: Match, queries: 8},       // t=180.5: .10 gone, none fresh: answer .10
+				{addr: "203.0.113.10", want: Match, queries: 2},                                      // t=0: answer .10
+				{addr: "203.0.113.11", slots: []time.Duration{time.Second}, want: Match, queries: 4}, // once more at t=1, answer .11
+				{advance: time.Second, addr: "203.0.113.12", want: Match, queries: 6},                // t=2: answer .12
+				{addr: "203.0.113.10", want: Match, queries: 6},                                      // the union
+				{addr: "203.0.113.11", want: Match, queries: 6},                                      //
+				{advance: 58 * time.Second, addr: "203.0.113.11", want: Match, queries: 6},           // t=60: .10 expired
+				{addr: "203.0.113.10", want: Grace, queries: 6},                                      // the others are fresh: no lookup
+				{advance: 1500 * time.Millisecond, addr: "203.0.113.11", want: Grace, queries: 6},    // t=61.5
+				{advance: 119 * time.Second, addr: "203.0.113.10", want: Match, queries: 8},          // t=180.5: .10 gone, none fresh: answer .10
 			},
 		},
 		{
@@ -122,8 +134,11 @@ func TestVerifyScenarios(t *testing.T) {
 				{addr: "203.0.113.20", want: Match, queries: 4},
 				{advance: 30 * time.Second, addr: "203.0.113.10", want: Grace, queries: 4},
 				{advance: DefaultGrace - time.Nanosecond, addr: "203.0.113.10", want: Grace, queries: 4},
-				{advance: time.Nanosecond, addr: "203.0.113.10", want: Mismatch, queries: 6},
-				{addr: "203.0.113.20", want: Match, queries: 6},
+				// t=180s: past its grace; the answer (.20) lacks it, and
+				// the second look at 181s too (it used to deny on the
+				// first: .20 was not news).
+				{advance: time.Nanosecond, addr: "203.0.113.10", slots: []time.Duration{time.Second}, want: Mismatch, queries: 8},
+				{addr: "203.0.113.20", want: Match, queries: 8},
 			},
 		},
 		{
@@ -133,7 +148,10 @@ func TestVerifyScenarios(t *testing.T) {
 			steps: []step{
 				{addr: "203.0.113.10", want: Match, queries: 2},
 				{advance: 30 * time.Second, zone: set(60, "203.0.113.20"), addr: "203.0.113.20", want: Match, queries: 4},
-				{advance: 30 * time.Second, addr: "203.0.113.10", want: Mismatch, queries: 6},
+				// t=60s: the answer (.20) lacks it, and so does the
+				// second look at 61s (it used to deny on the first: .20
+				// was not news).
+				{advance: 30 * time.Second, addr: "203.0.113.10", slots: []time.Duration{time.Second}, want: Mismatch, queries: 8},
 			},
 		},
 		{
@@ -198,6 +216,18 @@ func TestVerifyScenarios(t *testing.T) {
 				{addr: "203.0.113.10", want: Mismatch, queries: 2},
 				{advance: 5 * time.Second, zone: set(60, "203.0.113.10"), addr: "203.0.113.10", want: Mismatch, queries: 2},
 				{advance: 5 * time.Second, addr: "203.0.113.10", want: Match, queries: 4},
+			},
+		},
+		{
+			// A negative answer takes no second look, also while the
+			// name's older addresses of the family are still fresh.
+			name: "a name whose A records go away: no second look on NODATA",
+			zone: set(300, "203.0.113.10"),
+			steps: []step{
+				{addr: "203.0.113.10", want: Match, queries: 2},
+				{advance: time.Second, zone: set(300), addr: "198.18.0.66", want: Mismatch, queries: 4},
+				{addr: "198.18.0.66", want: Mismatch, queries: 4}, // from the cache: the NODATA came since the flow began
+				{addr: "203.0.113.10", want: Match, queries: 4},   // until its TTL
 			},
 		},
 		{
@@ -291,7 +321,7 @@ func TestVerifyScenarios(t *testing.T) {
 				if name == "" {
 					name = allowed
 				}
-				got, err := e.verifyWaiting(t, name, s.addr, s.slot)
+				got, err := e.verifyWaiting(t, name, s.addr, s.slots...)
 				switch {
 				case s.wantErr != nil && !errors.Is(err, s.wantErr):
 					t.Fatalf("step %d: Verify(%s, %s) error = %v, want %v", i, name, s.addr, err, s.wantErr)
@@ -313,23 +343,40 @@ func TestVerifyScenarios(t *testing.T) {
 func TestVerifyStats(t *testing.T) {
 	e := newEnv(t, nil)
 	e.dns.SetAddrs(allowed, 60, addrs("203.0.113.10")...)
-	e.verify(t, allowed, "203.0.113.10")          // miss, lookup, match
-	e.verify(t, allowed, "203.0.113.10")          // hit
-	e.clk.Advance(time.Second)                    //
-	e.verify(t, allowed, "198.18.0.66")           // miss, lookup, mismatch (not news)
-	e.verify(t, allowed, "198.18.0.66")           // mismatch, an answer since the flow began
-	e.verify(t, missing, "203.0.113.10")          // miss, lookup, NXDOMAIN
-	e.verify(t, missing, "203.0.113.10")          // negative hit
-	e.dns.SetServFail(true)                       //
-	e.clk.Advance(time.Second)                    //
-	_, err := e.verifyErr(allowed, "198.18.0.66") // miss, lookup, error
+	e.verify(t, allowed, "203.0.113.10") // miss, lookup, match
+	e.verify(t, allowed, "203.0.113.10") // hit
+	e.clk.Advance(time.Second)           //
+	// Miss, lookup, no .66: a second look, though the answer was not
+	// news (it used to deny here): it waits for the slot at 2s, then
+	// miss, lookup, mismatch.
+	var out Outcome
+	var err error
+	e.onClock(t, func() { out, err = e.verifyErr(allowed, "198.18.0.66") })
+	if err != nil || out != Mismatch {
+		t.Fatalf("Verify(198.18.0.66) = %v, %v; want a mismatch", out, err)
+	}
+	// An answer since the flow began lacks it, and the deadline comes
+	// before the next slot (3s): no second look, mismatch from the cache.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if res, err := e.r.VerifySince(ctx, allowed, netip.MustParseAddr("198.18.0.66"), e.clk.Now()); err != nil || res.Outcome != Mismatch || res.Requeried {
+		t.Fatalf("VerifySince with no time for a second look = %+v, %v; want a mismatch from the cache", res, err)
+	}
+	e.verify(t, missing, "203.0.113.10")         // miss, lookup, NXDOMAIN: no second look
+	e.verify(t, missing, "203.0.113.10")         // negative hit
+	e.dns.SetServFail(true)                      //
+	e.clk.Advance(time.Second)                   //
+	_, err = e.verifyErr(allowed, "198.18.0.66") // miss, lookup, error
 	if !errors.Is(err, ErrServFail) {
 		t.Fatalf("Verify on SERVFAIL: %v", err)
 	}
+	// The second look's lookup is one more miss, lookup, two queries and
+	// a NODATA for AAAA than before, when the answer not being news
+	// spared it.
 	want := Stats{
-		Verifies: 7, Hits: 1, NegativeHits: 1, Misses: 4,
+		Verifies: 7, Hits: 1, NegativeHits: 1, Misses: 5, SlotWaits: 1, SecondLooks: 1,
 		Matches: 2, Mismatches: 4, MismatchesRequeried: 2, MismatchesCached: 2, Errors: 1,
-		Lookups: 4, Queries: 8, QueryErrors: 2, NegativeAnswers: 4, Names: 2,
+		Lookups: 5, Queries: 10, QueryErrors: 2, NegativeAnswers: 5, Names: 2,
 	}
 	if diff := cmp.Diff(want, e.r.Stats()); diff != "" {
 		t.Errorf("Stats (-want +got):\n%s", diff)
@@ -351,9 +398,14 @@ func TestVerifyFamilyError(t *testing.T) {
 	if got := e.verify(t, allowed, "203.0.113.10"); got != Match {
 		t.Errorf("IPv4 destination: %v, want match", got)
 	}
+	// The A answer lacks it: a second look at the next slot (its AAAA
+	// fails again, and does not matter either), then a mismatch.
 	e.clk.Advance(time.Second)
-	if got := e.verify(t, allowed, "198.18.0.66"); got != Mismatch {
-		t.Errorf("other IPv4 destination: %v, want mismatch", got)
+	if got, err := e.verifyWaiting(t, allowed, "198.18.0.66", time.Second); err != nil || got != Mismatch {
+		t.Errorf("other IPv4 destination: %v, %v; want mismatch", got, err)
+	}
+	if n := srv.Queries(allowed, dns.TypeA); n != 3 {
+		t.Errorf("server got %d A queries, want 3: the first lookup, the one for the flow, its second look", n)
 	}
 	_, err := e.verifyErr(allowed, "2001:db8::10")
 	var le *LookupError

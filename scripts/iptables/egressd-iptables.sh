@@ -4,7 +4,7 @@
 # Usage:
 #   egressd-iptables.sh apply  --private IF --public IF [--queues FIRST:COUNT] [--fail-open]
 #                              [--inspect-tcp 80,443] [--inspect-udp 443] [--source-rate 5000]
-#                              [--syn-log-group 10 | --no-syn-log]
+#                              [--snat ADDR] [--no-masquerade] [--syn-log-group 10 | --no-syn-log]
 #   egressd-iptables.sh remove [--private IF --public IF]
 #   egressd-iptables.sh status     exit 0 when every rule is in place; 3 when some are missing;
 #                                  4 when a rule runs before one of egressd's jumps (it is named)
@@ -44,7 +44,13 @@
 #     so a packet egressd reads is a packet that reaches the server.
 #   mangle FORWARD -> EGRESSD_FWD: TCP of undecided flows, both directions: TCPOPTSTRIP of
 #     every option kind but MSS, window scale, SACK-permitted and timestamps.
-#   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface.
+#   nat POSTROUTING -> EGRESSD_NAT: MASQUERADE out of the public interface; with --snat ADDR,
+#     forwarded packets (a source that is not local) are SNATed to ADDR instead: the HA pair's
+#     floating address, the same on both members, so a connection conntrackd copied to the
+#     standby keeps its NAT mapping there (README, "High availability"). The instance's own
+#     traffic keeps its own address. None with --no-masquerade: behind a Gateway Load Balancer
+#     in one-arm mode, allowed flows go back to it untranslated, and
+#     scripts/gwlb/egressd-gwlb-net.sh describes the rest.
 #   ip6tables filter FORWARD -> EGRESSD: DROP (IPv6 is not filtered, so it is never forwarded).
 #   sysctl net.netfilter.nf_conntrack_tcp_loose=0: TCP without a handshake is INVALID.
 #
@@ -169,7 +175,7 @@ cmd="${1:-}"
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 
-private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000 syn_log_group=10
+private="" public="" queues="0:2" fail_open=0 inspect_tcp="80,443" inspect_udp="443" source_rate=5000 snat="" masquerade=1 syn_log_group=10
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--private) private="${2:-}"; shift 2 ;;
@@ -181,6 +187,8 @@ while [ $# -gt 0 ]; do
 	--source-rate) source_rate="${2:-}"; shift 2 ;;
 	--syn-log-group) syn_log_group="${2:-}"; shift 2 ;;
 	--no-syn-log) syn_log_group=""; shift ;;
+	--snat) snat="${2:-}"; shift 2 ;;
+	--no-masquerade) masquerade=0; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -338,12 +346,15 @@ ruleset_mangle() {
 }
 
 ruleset_nat() {
-	cat <<RULES
-*nat
-:EGRESSD_NAT - [0:0]
--A EGRESSD_NAT -o $public -j MASQUERADE
-COMMIT
-RULES
+	echo "*nat"
+	echo ":EGRESSD_NAT - [0:0]"
+	if [ -n "$snat" ]; then
+		echo "-A EGRESSD_NAT -o $public -m addrtype ! --src-type LOCAL -j SNAT --to-source $snat"
+	fi
+	if [ "$masquerade" -eq 1 ]; then
+		echo "-A EGRESSD_NAT -o $public -j MASQUERADE"
+	fi
+	echo "COMMIT"
 }
 
 ruleset_ip6() {
@@ -421,6 +432,7 @@ apply() {
 	valid_ports "$inspect_tcp" || die "--inspect-tcp must be a comma-separated port list"
 	valid_ports "$inspect_udp" || die "--inspect-udp must be a comma-separated port list"
 	[[ "$source_rate" =~ ^[0-9]{1,7}$ ]] || die "--source-rate must be packets per second per source (0: no limit)"
+	[[ -z "$snat" || "$snat" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}$ ]] || die "--snat must be an IPv4 address"
 
 	if [ -n "$syn_log_group" ]; then
 		if ! [[ "$syn_log_group" =~ ^[0-9]{1,5}$ ]] || [ "$syn_log_group" -gt 65535 ]; then
@@ -441,7 +453,7 @@ apply() {
 	ensure_first "$IPTABLES" mangle FORWARD EGRESSD_FWD
 	ensure_first "$IPTABLES" nat POSTROUTING EGRESSD_NAT
 	set_tcp_loose 0
-	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open, source-rate $source_rate/s, syn-log-group ${syn_log_group:-off})"
+	echo "egressd-iptables: applied (private $private, public $public, queues $queues, fail-open $fail_open, source-rate $source_rate/s${snat:+, snat $snat}, syn-log-group ${syn_log_group:-off})"
 }
 
 remove() {

@@ -307,7 +307,7 @@ func run(name string, args ...string) error {
 	return nil
 }
 
-var staleRE = regexp.MustCompile(`^egt-(\d+)-\d+-(client|nat|inet|far)$`)
+var staleRE = regexp.MustCompile(`^egt-(\d+)-\d+-(client|nat|inet|far|gwlb|t\d+)$`)
 
 // sweepStale deletes lab namespaces whose creating process is gone (a test
 // binary killed before its cleanup ran).
