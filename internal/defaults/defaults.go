@@ -52,8 +52,11 @@ const (
 	// SYNLogGroup is the NFLOG group of the SYNs the rules forward
 	// without queueing (syn_log.group, egressd-iptables.sh --syn-log-group).
 	SYNLogGroup = 10
-	// DecisionFlushDelay is how long the decision log gathers lines
-	// before it writes them: a write (and a wake-up of the writer and of
-	// journald) per batch instead of per flow, off the verdict path.
-	DecisionFlushDelay = 20 * time.Millisecond
+	// DecisionFlushDelay is how long the decision log gathers the lines
+	// of denied flows before it writes them (log.flush_delay); an allowed
+	// flow's line is always written before its verdict. 0: each as soon
+	// as the writer sees it. A delay saves a write and wake-ups per
+	// denied flow, but a crash (SIGKILL, OOM) loses up to that long of
+	// them: the record of what was blocked comes first.
+	DecisionFlushDelay = time.Duration(0)
 )

@@ -94,6 +94,13 @@ type Record struct {
 	DNSRequeried bool
 }
 
+// Crosses reports whether the line is about a flow whose bytes the verdict
+// lets through: allowed, or not enforced (monitor mode). Such a line is
+// written before the verdict (Writer.Log).
+func (r *Record) Crosses() bool {
+	return !r.Undecided && (r.Verdict == policy.Allow || !r.Enforced)
+}
+
 // AppendJSON appends the record as one JSON object and a newline, fields in
 // the schema's order. It allocates only when buf must grow.
 func (r *Record) AppendJSON(buf []byte) []byte {

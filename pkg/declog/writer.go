@@ -44,10 +44,15 @@ type WriterConfig struct {
 	EMF *EMFConfig
 }
 
-// Writer writes decision lines from a goroutine of its own, so that the
-// verdict path never waits on a slow disk or journal. Lines wait in a
-// bounded buffer; when it is full a line is dropped and counted, never
-// queued without bound. A source that floods denied flows is summarised
+// Writer writes decision lines. The line of a flow whose bytes will cross
+// (allowed, or not enforced: monitor mode) is written before Log returns,
+// and the engine logs before it gives the kernel the verdict, so no
+// allowed flow is ever without its line, even when egressd is killed (a
+// line in a buffer of ours dies with us; one written is the kernel's).
+// Every other line (denied flows, the bulk of a flood) is written from a
+// goroutine of its own, so that a flood of denials never waits on a slow
+// disk or journal: those lines wait in a bounded buffer; when it is full
+// a line is dropped and counted, never queued without bound. A source that floods denied flows is summarised
 // (folded) past a per-source rate. Every line is counted once: as written,
 // dropped (buffer full), folded, or failed (an output refused it).
 type Writer struct {
@@ -62,6 +67,8 @@ type Writer struct {
 	batch    []byte
 	batched  uint64
 	maxBatch int
+
+	out sync.Mutex // one write to the outputs at a time
 
 	mu      sync.Mutex
 	buckets map[netip.Addr]*bucket
@@ -103,7 +110,9 @@ func NewWriter(cfg WriterConfig) *Writer {
 	return w
 }
 
-// Log queues one record. It never blocks and is safe for concurrent use.
+// Log writes one record, or queues it: a crossing one (Record.Crosses) is
+// written before Log returns, any other never waits. Safe for concurrent
+// use.
 func (w *Writer) Log(r *Record) {
 	if w.emf != nil {
 		w.emf.count(r) // folded lines count too
@@ -113,6 +122,13 @@ func (w *Writer) Log(r *Record) {
 	}
 	bp := w.pool.Get().(*[]byte)
 	*bp = r.AppendJSON((*bp)[:0])
+	if r.Crosses() {
+		if w.writeBytes(*bp) {
+			w.written.Add(1)
+		}
+		w.pool.Put(bp)
+		return
+	}
 	select {
 	case w.ch <- bp:
 	default:
@@ -292,6 +308,8 @@ func (w *Writer) flush() {
 // writeBytes writes to every output; a line counts as failed if any output
 // refused it.
 func (w *Writer) writeBytes(b []byte) bool {
+	w.out.Lock()
+	defer w.out.Unlock()
 	ok := true
 	for _, o := range w.cfg.Outputs {
 		if _, err := o.Write(b); err != nil {

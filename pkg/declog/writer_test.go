@@ -148,6 +148,7 @@ func TestRotatingFile(t *testing.T) {
 func BenchmarkLogStalled(b *testing.B) {
 	w := NewWriter(WriterConfig{Outputs: []any2w{&gate{open: make(chan struct{})}}, Depth: 16})
 	r := sample()
+	r.Verdict = policy.Deny // an allowed flow's line is written at once, never queued
 	b.ReportAllocs()
 	for range b.N {
 		w.Log(&r)
@@ -165,6 +166,34 @@ func BenchmarkLogFolded(b *testing.B) {
 	}
 }
 
+// TestCrossingLinesWrittenAtOnce: the line of an allowed flow, and of any
+// flow in monitor mode, is in the outputs when Log returns, with no
+// goroutine running and a flush delay set (so the verdict that follows it
+// never outlives it); a denied flow's waits for the writer.
+func TestCrossingLinesWrittenAtOnce(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(WriterConfig{Outputs: []any2w{&buf}, FlushDelay: time.Second})
+	allowed, monitored, denied := sample(), sample(), sample()
+	monitored.Verdict, monitored.Enforced = policy.Deny, false
+	denied.Verdict = policy.Deny
+	w.Log(&allowed)
+	w.Log(&monitored)
+	w.Log(&denied)
+	want := string(allowed.AppendJSON(nil)) + string(monitored.AppendJSON(nil))
+	if got := buf.String(); got != want {
+		t.Errorf("written when Log returned:\n%s\nwant:\n%s", got, want)
+	}
+	if c := w.Counts(); c.Written != 2 {
+		t.Errorf("counts %+v, want 2 written", c)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w.Run(ctx) // the denied line now
+	if got := buf.String(); got != want+string(denied.AppendJSON(nil)) {
+		t.Errorf("after Run: %s", got)
+	}
+}
+
 // TestFlushDelay: with a flush delay, lines logged within it reach the
 // output in one write, after the delay; none is lost at the end.
 func TestFlushDelay(t *testing.T) {
@@ -173,6 +202,7 @@ func TestFlushDelay(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go w.Run(ctx)
 	r := sample()
+	r.Verdict = policy.Deny // denied flows' lines are the ones gathered
 	for range 10 {
 		w.Log(&r)
 	}

@@ -28,13 +28,18 @@ type recorder struct {
 	verdicts map[uint32]policy.Verdict
 	dropped  []uint32
 	lines    []declog.Record
+	// linesBefore is how many lines were logged when each packet got its
+	// verdict (or each connection its mark), by id (by client port).
+	linesBefore      map[uint32]int
+	linesBeforeMarks map[uint16]int
 	// concluded are the verdicts written to connections with no packet
 	// in hand, by the connection's client port.
 	concluded map[uint16]policy.Verdict
 }
 
 func newRecorder() *recorder {
-	return &recorder{verdicts: map[uint32]policy.Verdict{}, concluded: map[uint16]policy.Verdict{}}
+	return &recorder{verdicts: map[uint32]policy.Verdict{}, concluded: map[uint16]policy.Verdict{},
+		linesBefore: map[uint32]int{}, linesBeforeMarks: map[uint16]int{}}
 }
 
 func (r *recorder) Conclude(t Tuple, v policy.Verdict) error {
@@ -44,6 +49,7 @@ func (r *recorder) Conclude(t Tuple, v policy.Verdict) error {
 		panic(fmt.Sprintf("connection from port %d concluded twice", t.SrcPort))
 	}
 	r.concluded[t.SrcPort] = v
+	r.linesBeforeMarks[t.SrcPort] = len(r.lines)
 	return nil
 }
 
@@ -56,6 +62,7 @@ func (r *recorder) Verdict(id uint32, v policy.Verdict) {
 		panic(fmt.Sprintf("packet %d got two verdicts", id))
 	}
 	r.verdicts[id] = v
+	r.linesBefore[id] = len(r.lines)
 }
 func (r *recorder) log(rec *declog.Record) {
 	r.mu.Lock()
@@ -307,6 +314,42 @@ func TestNotTLSOrHTTP(t *testing.T) {
 	f.syn() // web's domains make the name matter: read it
 	h.wantVerdict(f.send([]byte("SSH-2.0-OpenSSH_9.6\r\n")), policy.Allow)
 	h.wantLine("allow", "partner", "rule", "", "none")
+}
+
+// TestLineBeforeVerdict: a flow's line is logged before the kernel gets
+// its verdict, whether packets carry it or the connection's mark does, so
+// that (with declog.Writer writing an allowed flow's line before Log
+// returns) no allowed flow crosses without its line, even if egressd is
+// killed between the two (the lab's TestFloodKillMidHandshakes found one).
+func TestLineBeforeVerdict(t *testing.T) {
+	h := newHarness(t, labPolicy, func(c *Config) { c.HelloTimeout = time.Second })
+	f := h.tcp(server, 443)
+	f.syn()
+	hello := clientHello(t, "allowed.example.test")
+	a := f.send(hello[:100])
+	b := f.send(hello[100:])
+	h.wantVerdict(b, policy.Allow)
+	h.rec.mu.Lock()
+	if n := h.rec.linesBefore[a]; n != 1 {
+		t.Errorf("the allowed flow's held packet got its verdict with %d lines logged, want 1", n)
+	}
+	if n := h.rec.linesBefore[b]; n != 1 {
+		t.Errorf("the allowed flow's last packet got its verdict with %d lines logged, want 1", n)
+	}
+	h.rec.mu.Unlock()
+
+	g := h.tcp(server, 443)
+	g.syn()
+	h.clock.Add(2 * time.Second)
+	h.e.Tick(h.clock.Now())
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if v, ok := h.rec.concluded[g.sport]; !ok || v != policy.Deny {
+		t.Fatalf("the silent flow's connection: %v %v, want deny", v, ok)
+	}
+	if n := h.rec.linesBeforeMarks[g.sport]; n != 2 {
+		t.Errorf("the silent flow's connection got its mark with %d lines logged, want 2", n)
+	}
 }
 
 func TestMalformedHello(t *testing.T) {

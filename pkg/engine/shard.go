@@ -392,10 +392,10 @@ func (s *Shard) deny(f *flow, l Limit) {
 	s.finish(f, s.decide(f), l+1)
 }
 
-// finish gives the flow its verdict, once: the held packets carry it to
-// the kernel, or, with none in hand, the connection's mark is set; then
-// the flow counts as decided and gives back its pools, its line is
-// logged, and it lingers to answer packets still in the queue. limit is
+// finish gives the flow its verdict, once: its line is logged, then the
+// held packets carry the verdict to the kernel, or, with none in hand, the
+// connection's mark is set; then the flow counts as decided and gives back
+// its pools, and it lingers to answer packets still in the queue. limit is
 // the Limit that denied it, plus one (0: none).
 func (s *Shard) finish(f *flow, o decide.Outcome, limit Limit) {
 	e := s.e
@@ -410,6 +410,13 @@ func (s *Shard) finish(f *flow, o decide.Outcome, limit Limit) {
 	}
 	now := e.cfg.Now()
 	f.mark = e.markFor(o.Verdict)
+	// The line before the verdict: an allowed flow's line is written
+	// before Log returns (declog.Writer), so no flow crosses without it,
+	// even if egressd dies the next instant.
+	r := &s.rec
+	e.logRecord(r, f, now)
+	o.Fill(r)
+	e.cfg.Log(r)
 	if len(f.held) == 0 {
 		if err := e.sinks[0].Conclude(f.key.tuple(), f.mark); err != nil {
 			e.stats.ConcludeErrors.Add(1)
@@ -442,10 +449,6 @@ func (s *Shard) finish(f *flow, o decide.Outcome, limit Limit) {
 	if o.Shadowed() {
 		e.stats.ShadowDenials.Add(1)
 	}
-	r := &s.rec
-	e.logRecord(r, f, now)
-	o.Fill(r)
-	e.cfg.Log(r)
 }
 
 // to moves f to state next if the move is legal, and reports whether it
