@@ -227,6 +227,8 @@ func (d *daemon) start(stdout io.Writer) error {
 		if d.synSet != nil {
 			ecfg.SYNs = d.synLog
 		}
+	} else {
+		d.emptyStaleSYNSet()
 	}
 	d.engine, err = engine.New(ecfg, pol, cfg.Queue.Count)
 	if err != nil {
@@ -338,9 +340,29 @@ func (d *daemon) openSYNLog() error {
 		d.log.Warn("syn_log: the rules have no SYN port set (applied with --no-syn-log?); every SYN is queued", "err", err)
 		return nil
 	}
+	// Empty at once: ports a previous egressd left in the set (it was
+	// killed) must not forward SYNs that this policy may decide. Filled
+	// once the queues are read.
+	if err := s.Set(nil); err != nil {
+		s.Close()
+		return fmt.Errorf("syn_log: emptying the SYN port set: %w", err)
+	}
 	d.synSet = s
 	d.files = append(d.files, s)
 	return nil
+}
+
+// emptyStaleSYNSet empties the rules' SYN port set, if they have one,
+// when syn_log is off: a previous egressd may have left ports in it.
+func (d *daemon) emptyStaleSYNSet() {
+	s, err := nfq.OpenSYNPortSet(nfq.SYNPortSetName, 0)
+	if err != nil {
+		return // no set: every SYN is queued
+	}
+	defer s.Close()
+	if err := s.Set(nil); err != nil {
+		d.log.Error("syn_log is off, but the rules' SYN port set could not be emptied: SYNs to its ports are forwarded undecided (their flows are denied, limit no_syn)", "err", err)
+	}
 }
 
 // setSYNPorts makes ports the TCP ports whose SYNs the rules log and
@@ -423,7 +445,11 @@ func (d *daemon) wait() int {
 	d.notify.stopping()
 	// From now on SYNs are queued again (to no reader once the queues
 	// close: dropped, or bypassed with fail_open), as without the log.
-	if err := d.setSYNPorts(nil); err != nil {
+	d.reloadMu.Lock() // a reload still running must not fill it again
+	err := d.setSYNPorts(nil)
+	d.synSet = nil
+	d.reloadMu.Unlock()
+	if err != nil {
 		d.log.Error("could not empty the SYN port set; SYNs to its ports still pass while egressd is down (their data does not)", "err", err)
 	}
 	code := 0

@@ -59,6 +59,9 @@ type TCPFlow struct {
 	hello    ClientHello
 }
 
+// ISN is the initial sequence number the flow was Reset with.
+func (f *TCPFlow) ISN() uint32 { return f.isn }
+
 // Reset starts a new flow whose SYN carried sequence number isn: the first
 // data byte is isn+1 (RFC 9293 §3.4), and so is data carried in the SYN
 // itself (TCP Fast Open, RFC 7413). The head may take up to maxBytes bytes

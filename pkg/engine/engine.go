@@ -40,11 +40,13 @@ type Sink interface {
 // flow's head is read from its true initial sequence number although its
 // SYN never waited for egressd. pkg/nfq's SYNLog is one.
 type SYNSource interface {
-	// Drain calls fn, in the order logged, for the SYNs logged since the
-	// last call (Packet.Logged set), until fn returns true or none is
-	// left; it never waits for more. It is called from one goroutine at a
-	// time.
-	Drain(fn func(*Packet) (stop bool))
+	// Drain calls fn, in the order logged, for each SYN logged since the
+	// last call (Packet.Logged set), until none is left; it never waits
+	// for more. It reports whether it found the log empty (false: it
+	// stopped at a bound of its own) and whether SYNs were lost since the
+	// last call (the log overflowed). It is called from one goroutine at
+	// a time.
+	Drain(fn func(*Packet)) (empty, lost bool)
 }
 
 // Tuple is a flow's addresses as the connection's original direction
@@ -76,9 +78,7 @@ type Engine struct {
 
 	synMu    sync.Mutex                   // one Drain at a time
 	synPorts atomic.Pointer[[1024]uint64] // TCP ports whose SYNs are logged, not queued
-	onSYN    func(*Packet) bool           // e.logged, made once (a method value allocates)
-	synWant  flowKey                      // while draining for a flow: its key
-	synStop  bool                         // stop at synWant's SYN
+	onSYN    func(*Packet)                // e.logged, made once (a method value allocates)
 	seed     uint64                       // of the shard hash
 
 	lastTick atomic.Int64 // unix nanoseconds of the last Tick, for the watchdog
@@ -178,35 +178,36 @@ func (e *Engine) SetSYNLogged(ports []uint16) {
 
 func (e *Engine) synLogged(port uint16) bool { return e.synPorts.Load()[port/64]&(1<<(port%64)) != 0 }
 
-// DrainSYNs hands every SYN logged so far to its flow's shard. The
-// engine calls it on every Tick (so the log's socket never overflows),
-// and drainFor before it starts a flow from a segment that is not a SYN;
-// neither holds a shard's lock while it waits for another's.
-func (e *Engine) DrainSYNs() { e.drain(flowKey{}, false) }
-
-// drainFor drains the log up to the SYN of flow k (the SYNs before it
-// are one round trip older, so it is there unless it was lost), leaving
-// later ones for the next drain: one receive per flow, not one more to
-// find the socket empty.
-func (e *Engine) drainFor(k flowKey) { e.drain(k, true) }
-
-func (e *Engine) drain(k flowKey, stop bool) {
+// DrainSYNs hands every SYN logged so far to its flow's shard, and
+// reports whether the log was found empty. The engine calls it on every
+// Tick (so the log's socket never overflows) and before it starts a flow
+// from any TCP segment to a port whose SYNs are logged, or from a data
+// segment: to the end of the log, so that every SYN of the flow's 5-tuple
+// logged before that segment (a second one with another ISN among them)
+// is known before its head is read. It never holds a shard's lock while it
+// waits for another's. When the log lost SYNs, every undecided flow to a
+// port whose SYNs are logged is denied (limit syn_log): one of them may
+// have lost a SYN that another ISN came with.
+func (e *Engine) DrainSYNs() bool {
 	if e.cfg.SYNs == nil {
-		return
+		return true
 	}
 	e.synMu.Lock()
-	defer e.synMu.Unlock()
-	e.synWant, e.synStop = k, stop
-	e.cfg.SYNs.Drain(e.onSYN)
+	empty, lost := e.cfg.SYNs.Drain(e.onSYN)
+	e.synMu.Unlock()
+	if lost {
+		for _, s := range e.shards {
+			s.denyLogged()
+		}
+	}
+	return empty
 }
 
-func (e *Engine) logged(p *Packet) bool {
+func (e *Engine) logged(p *Packet) {
 	if p.Proto != policy.TCP || !p.SYN || !p.Logged {
-		return false
+		return
 	}
-	k := keyOf(p)
-	e.shardOf(k).logged(p)
-	return e.synStop && k == e.synWant
+	e.shardOf(keyOf(p)).logged(p)
 }
 
 // Shards returns the number of shards.

@@ -55,20 +55,35 @@ func (s *Shard) Handle(p *Packet) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.e.stats.Packets.Add(1)
+	if p.Proto == policy.TCP && p.SYN && len(p.Payload) > 0 && s.e.cfg.inspected(policy.TCP, p.DstPort) {
+		// Data in a SYN (TCP Fast Open, or crafted). Whether a server
+		// reads it depends on its stack (RFC 9293 queues it; Linux without
+		// a Fast Open cookie, which egressd's rules strip, discards it and
+		// reads the client's resend at ISN+1), so the name egressd would
+		// read from it may not be the one the server reads. Dropped, the
+		// flow untouched: a client resends its SYN without the data.
+		s.e.stats.SYNPayloads.Add(1)
+		s.e.sinks[p.Queue].Drop(p.ID)
+		return
+	}
 	k := keyOf(p)
 	f := s.flows[k]
-	if f == nil && s.e.cfg.SYNs != nil && p.Proto == policy.TCP && !p.SYN && len(p.Payload) > 0 {
-		// A flow's first queued packet is data: its SYN may have been
-		// logged rather than queued. Hand the log's SYNs to their shards
-		// first (this one's lock released meanwhile: no lock is held
-		// while another is waited for).
+	if f == nil && s.e.cfg.SYNs != nil && p.Proto == policy.TCP && (len(p.Payload) > 0 || s.e.synLogged(p.DstPort)) {
+		// A flow's first queued packet is data, or a SYN to a port whose
+		// SYNs are logged (one with IP options, say): the flow's SYN may
+		// be in the log. Hand the log's SYNs to their shards first (this
+		// one's lock released meanwhile: no lock is held while another is
+		// waited for), so that the flow starts from the first SYN, and
+		// a SYN of another ISN meets it.
 		s.mu.Unlock()
-		s.e.drainFor(k)
+		empty := s.e.DrainSYNs()
 		s.mu.Lock()
-		if f = s.flows[k]; f == nil && s.e.synLogged(p.DstPort) {
-			// Its SYN was forwarded without a trace egressd saw (the log
-			// overflowed, or egressd started after it): the head cannot be
-			// anchored at its initial sequence number. Fail closed.
+		if f = s.flows[k]; f == nil && !empty {
+			// The log holds more than one drain reads (far more than its
+			// socket buffers: it cannot happen while the rules' per-source
+			// rate holds). The SYN may be unread: fail closed.
+			s.e.cfg.Logger.Warn("syn log not drained to its end; a flow whose SYN may be in it is denied (limit syn_log)",
+				"src", p.Src, "dst", p.Dst, "dport", p.DstPort)
 			s.refuse(p, LimitSYNLog)
 			return
 		}
@@ -88,10 +103,41 @@ func (s *Shard) Handle(p *Packet) {
 		s.e.sinks[p.Queue].Verdict(p.ID, f.mark)
 		return
 	case verifying:
+		if p.Proto == policy.TCP && p.SYN && p.Seq != f.tcp.ISN() {
+			// Another connection on the flow's 5-tuple while its name is
+			// being verified: what was read may not be what its server
+			// reads.
+			s.carry(f, p)
+			s.otherISN(f)
+			return
+		}
 		s.hold(f, p)
 		return
 	}
 	s.read(f, p)
+}
+
+// otherISN denies a flow that met a SYN of another initial sequence
+// number: malformed, as the head parser says of one while reading.
+func (s *Shard) otherISN(f *flow) {
+	f.info.Head = decide.Malformed
+	s.finish(f, s.decide(f), 0)
+}
+
+// denyLogged denies every undecided TCP flow to a port whose SYNs are
+// logged (limit syn_log): the log lost SYNs, and one may have been theirs.
+func (s *Shard) denyLogged() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lost []*flow
+	for _, f := range s.flows {
+		if f.st != decided && f.info.Proto == policy.TCP && s.e.synLogged(f.info.Port) {
+			lost = append(lost, f)
+		}
+	}
+	for _, f := range lost {
+		s.deny(f, LimitSYNLog)
+	}
 }
 
 // logged takes a SYN the kernel forwarded and logged (SYNSource): it
@@ -108,11 +154,17 @@ func (s *Shard) logged(p *Packet) {
 		s.start(p)
 		return
 	}
-	if f.st != reading || f.tcp == nil {
+	if (f.st != reading && f.st != verifying) || f.tcp == nil {
 		return
 	}
 	if f.syns++; f.syns > s.e.cfg.MaxHeld {
 		s.deny(f, LimitSYNs)
+		return
+	}
+	if f.st == verifying {
+		if p.Seq != f.tcp.ISN() {
+			s.otherISN(f)
+		}
 		return
 	}
 	if res := f.tcp.Feed(p.Seq, true, nil); res.Status == classify.Denied {
@@ -149,6 +201,19 @@ func (s *Shard) start(p *Packet) *flow {
 		s.finish(f, o, 0)
 		return nil
 	}
+	if p.Proto == policy.TCP && !p.SYN {
+		// egressd never saw the flow's SYN (it started after it, or the
+		// SYN log lost it), so it cannot know where the stream starts,
+		// and a guess could be read from a segment its server discards:
+		// fail closed, the client retries with a new connection.
+		l := LimitNoSYN
+		if e.synLogged(p.DstPort) {
+			l = LimitSYNLog
+		}
+		s.carry(f, p)
+		s.deny(f, l)
+		return nil
+	}
 	if !s.take(f, ResFlows, 1) {
 		s.carry(f, p)
 		s.deny(f, LimitFlows)
@@ -157,16 +222,8 @@ func (s *Shard) start(p *Packet) *flow {
 	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
 	switch p.Proto {
 	case policy.TCP:
-		isn := p.Seq
-		if !p.SYN {
-			// The flow was undecided when egressd (re)started: read its
-			// head from this segment on. A wrong guess fails closed. (On
-			// a port whose SYNs are logged, Handle refused such a flow:
-			// there egressd knows it missed the SYN.)
-			isn--
-		}
 		f.tcp = s.parsers.tcp()
-		f.tcp.Reset(isn, e.cfg.HelloMaxBytes)
+		f.tcp.Reset(p.Seq, e.cfg.HelloMaxBytes)
 	case policy.UDP:
 		f.quic = s.parsers.quic()
 		f.quic.Reset(e.cfg.HelloMaxBytes)

@@ -62,7 +62,8 @@ const (
 	LimitFlowHeld                // packets held for one flow (limits.held_packets)
 	LimitSYNs                    // SYN retransmissions of one flow
 	LimitHello                   // the flow head over hello.max_bytes, or cut by the queue's copy range
-	LimitSYNLog                  // the flow's SYN was forwarded and logged, but the log lost it (or egressd started after it)
+	LimitSYNLog                  // to a port whose SYNs are logged: the flow's SYN is not in the log (lost, or before egressd started), or the log lost SYNs while it was undecided
+	LimitNoSYN                   // egressd never saw the flow's SYN (it started after it): where its stream starts is unknown
 	numLimits
 )
 
@@ -70,7 +71,7 @@ var limitNames = [...]string{
 	LimitFlows: "flows", LimitHeld: "held_packets", LimitBytes: "buffer_bytes", LimitVerify: "dns_in_flight",
 	LimitEvicted: "evicted", LimitVerifyRate: "dns_rate", LimitResolver: "dns_budget",
 	LimitFlowHeld: "flow_held_packets", LimitSYNs: "syn_retransmissions", LimitHello: "hello_bytes",
-	LimitSYNLog: "syn_log",
+	LimitSYNLog: "syn_log", LimitNoSYN: "no_syn",
 }
 
 func (l Limit) String() string {

@@ -30,6 +30,9 @@ type Stats struct {
 	// could not be told the verdict of (no packet in hand to carry it,
 	// and the conntrack update failed).
 	ConcludeErrors atomic.Uint64
+	// SYNPayloads counts SYNs that carried data to an inspected port,
+	// dropped (Shard.Handle).
+	SYNPayloads atomic.Uint64
 	// Internal counts refused state changes and non-decisions given as
 	// decisions: bugs, each failed closed. It should stay 0.
 	Internal atomic.Uint64

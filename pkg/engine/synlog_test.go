@@ -2,6 +2,7 @@ package engine
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ type fakeSYNs struct {
 	mu      sync.Mutex
 	pending []Packet
 	drains  int
+	lost    bool // the next Drain reports SYNs lost
 }
 
 func (s *fakeSYNs) log(p Packet) {
@@ -25,17 +27,17 @@ func (s *fakeSYNs) log(p Packet) {
 	s.mu.Unlock()
 }
 
-func (s *fakeSYNs) Drain(fn func(*Packet) bool) {
+func (s *fakeSYNs) Drain(fn func(*Packet)) (empty, lost bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.drains++
 	for len(s.pending) > 0 {
 		p := s.pending[0]
 		s.pending = s.pending[1:]
-		if fn(&p) {
-			return
-		}
+		fn(&p)
 	}
+	lost, s.lost = s.lost, false
+	return true, lost
 }
 
 // newSYNHarness is a harness whose SYNs to 443 are logged, not queued.
@@ -97,7 +99,7 @@ func TestLoggedSYNOutOfOrder(t *testing.T) {
 // TestLoggedSYNMissing: a data segment of a flow to a logged port whose SYN
 // never reached egressd (the log overflowed; egressd started after it) is
 // denied, limit syn_log, never read from a guessed ISN; on a port whose
-// SYNs are queued, the guess stands (a flow undecided across a restart).
+// SYNs are queued, limit no_syn (egressd started after the SYN).
 func TestLoggedSYNMissing(t *testing.T) {
 	h, syns := newSYNHarness(t, labPolicy)
 	hello := clientHello(t, "allowed.example.test")
@@ -111,7 +113,10 @@ func TestLoggedSYNMissing(t *testing.T) {
 		t.Error("the log was not drained before the flow was refused")
 	}
 	g := h.tcp(server, 80)
-	h.wantVerdict(g.send([]byte("GET / HTTP/1.1\r\nHost: allowed.example.test\r\n\r\n")), policy.Allow)
+	h.wantVerdict(g.send([]byte("GET / HTTP/1.1\r\nHost: allowed.example.test\r\n\r\n")), policy.Deny)
+	if n := h.e.Stats().Limited(LimitNoSYN); n != 1 {
+		t.Errorf("no_syn limit counted %d times, want 1", n)
+	}
 }
 
 // TestLoggedSYNDecided: a logged SYN the policy decides (the policy
@@ -207,11 +212,12 @@ type oneSYN struct {
 	full bool
 }
 
-func (o *oneSYN) Drain(fn func(*Packet) bool) {
+func (o *oneSYN) Drain(fn func(*Packet)) (empty, lost bool) {
 	if o.full {
 		o.full = false
 		fn(&o.p)
 	}
+	return true, false
 }
 
 // TestEngineHandleAllocs: a flow through Engine.Handle, over two shards,
@@ -249,21 +255,131 @@ func TestEngineHandleAllocs(t *testing.T) {
 	}
 }
 
-// TestLoggedSYNDrainStops: a flow's data drains the log up to its own SYN;
-// later ones wait for the next drain (a tick, or their own data).
-func TestLoggedSYNDrainStops(t *testing.T) {
+// TestLoggedSYNDrainsToTheEnd: a flow's data drains the whole log, the
+// other flows' SYNs with it.
+func TestLoggedSYNDrainsToTheEnd(t *testing.T) {
 	h, syns := newSYNHarness(t, labPolicy)
 	hello := clientHello(t, "allowed.example.test")
 	a, b := h.tcp(server, 443), h.tcp(server, 443)
 	a.loggedSYN(syns)
 	b.loggedSYN(syns)
 	h.wantVerdict(a.send(hello), policy.Allow)
-	if n := len(syns.pending); n != 1 {
-		t.Fatalf("%d SYNs left in the log after a's data, want b's", n)
-	}
-	h.e.Tick(h.clock.Now())
 	if n := len(syns.pending); n != 0 || h.e.Stats().SYNsLogged.Load() != 2 {
-		t.Fatalf("a tick left %d SYNs in the log", n)
+		t.Fatalf("%d SYNs left in the log after a's data, want none", n)
 	}
 	h.wantVerdict(b.send(hello), policy.Allow)
+}
+
+// TestLoggedSecondISN: SYN a logged, a reset, SYN b logged on the same
+// 5-tuple (the server now at b), then a hello at a+1, which the server
+// discards as old: both SYNs are drained before the hello is read, and
+// the flow is denied malformed. (When the log was drained only up to the
+// flow's first SYN, the hello at a+1 was allowed.)
+func TestLoggedSecondISN(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy)
+	f := h.tcp(server, 443)
+	f.loggedSYN(syns)
+	b := *f
+	b.isn += 5000
+	b.loggedSYN(syns)
+	id := f.send(clientHello(t, "allowed.example.test"))
+	if v, ok := h.rec.verdict(id); ok && v == policy.Allow {
+		t.Fatalf("the hello at a+1 was allowed with SYN b in the log")
+	}
+	if ls := h.rec.logged(); len(ls) != 1 || ls[0].Reason != policy.ReasonMalformed {
+		t.Errorf("lines %+v, want one deny malformed", ls)
+	}
+}
+
+// TestQueuedSYNAfterLogged: SYN a logged (the server at a), then a SYN b of
+// the same 5-tuple that the rules queue (IP options, say) and a hello at
+// b+1: the log is drained before the queued SYN starts the flow, so the
+// flow starts at a and b is another ISN: malformed. (Started from b
+// without a drain, the hello at b+1 was allowed.)
+func TestQueuedSYNAfterLogged(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy)
+	f := h.tcp(server, 443)
+	f.loggedSYN(syns)
+	f.isn -= 5000
+	syn := f.syn()
+	if v, ok := h.rec.verdict(syn); !ok || v != policy.Deny {
+		t.Errorf("the queued SYN of another ISN: verdict %v %v, want deny", v, ok)
+	}
+	id := f.send(clientHello(t, "allowed.example.test"))
+	if v, ok := h.rec.verdict(id); !ok || v != policy.Deny {
+		t.Errorf("the hello at b+1: verdict %v %v, want deny", v, ok)
+	}
+}
+
+// TestSYNLogLost: when the log reports SYNs lost, every undecided flow to a
+// logged port is denied, limit syn_log (its later SYN, another ISN, may be
+// among them); flows to other ports are left alone.
+func TestSYNLogLost(t *testing.T) {
+	h, syns := newSYNHarness(t, labPolicy)
+	f := h.tcp(server, 443)
+	f.loggedSYN(syns)
+	g := h.tcp(server, 80) // SYNs to 80 are queued here
+	g.syn()
+	h.e.Tick(h.clock.Now())
+	syns.lost = true
+	h.e.Tick(h.clock.Now())
+	ls := h.rec.logged()
+	if len(ls) != 1 || ls[0].SrcPort != f.sport || ls[0].Reason != policy.ReasonLimit {
+		t.Fatalf("lines %+v, want flow %d denied limit", ls, f.sport)
+	}
+	if n := h.e.Stats().Limited(LimitSYNLog); n != 1 {
+		t.Errorf("limit syn_log counted %d, want 1", n)
+	}
+	h.wantVerdict(g.send(clientHello(t, "allowed.example.test")), policy.Allow)
+}
+
+// TestSYNPayloadDropped: a SYN carrying a hello to an inspected port is
+// dropped and decides nothing (a server may or may not read the data: a
+// name read from it may not be the server's); the flow goes on from the
+// client's plain SYN. On a port decided by address it is the SYN's
+// verdict as always.
+func TestSYNPayloadDropped(t *testing.T) {
+	h := newHarness(t, labPolicy, nil)
+	hello := clientHello(t, "allowed.example.test")
+	f := h.tcp(server, 443)
+	p := f.packet(true, f.isn, hello)
+	h.s.Handle(p)
+	h.rec.mu.Lock()
+	dropped := slices.Contains(h.rec.dropped, p.ID)
+	h.rec.mu.Unlock()
+	if !dropped || len(h.rec.logged()) != 0 || h.e.Stats().SYNPayloads.Load() != 1 {
+		t.Fatalf("a SYN with a hello: dropped %v, lines %+v, counted %d", dropped, h.rec.logged(), h.e.Stats().SYNPayloads.Load())
+	}
+	h.wantPassed(f.syn())
+	h.wantVerdict(f.send(hello), policy.Allow)
+
+	partner := h.tcp(netip.MustParseAddr("198.51.100.7"), 22)
+	q := partner.packet(true, partner.isn, []byte("SSH-2.0-x\r\n"))
+	h.s.Handle(q)
+	h.wantVerdict(q.ID, policy.Allow)
+}
+
+// TestNoGuessedISN: a flow whose first packet egressd sees is data (it
+// started after the SYN) is denied, limit no_syn, never read from a
+// guessed ISN: here the hello lies wholly before the stream's first byte,
+// where a server discards it. The same on a port whose SYNs are logged is
+// limit syn_log.
+func TestNoGuessedISN(t *testing.T) {
+	h := newHarness(t, labPolicy, nil)
+	hello := clientHello(t, "allowed.example.test")
+	f := h.tcp(server, 443)
+	f.offset = -uint32(len(hello)) - 1
+	h.wantVerdict(f.send(hello), policy.Deny)
+	if n := h.e.Stats().Limited(LimitNoSYN); n != 1 {
+		t.Errorf("limit no_syn counted %d, want 1", n)
+	}
+	g := h.tcp(netip.MustParseAddr("198.51.100.7"), 22) // decided by address: no SYN needed
+	h.wantVerdict(g.send([]byte("SSH-2.0-x\r\n")), policy.Allow)
+
+	hs, _ := newSYNHarness(t, labPolicy)
+	l := hs.tcp(server, 443)
+	hs.wantVerdict(l.send(hello), policy.Deny)
+	if n := hs.e.Stats().Limited(LimitSYNLog); n != 1 {
+		t.Errorf("limit syn_log counted %d, want 1", n)
+	}
 }

@@ -61,12 +61,13 @@ type msgSource struct {
 	msg []byte
 }
 
-func (m *msgSource) Drain(fn func(*engine.Packet) bool) {
+func (m *msgSource) Drain(fn func(*engine.Packet)) (empty, lost bool) {
 	if m.msg != nil {
 		msg := m.msg
 		m.msg = nil
 		m.l.messages(msg, fn)
 	}
+	return true, false
 }
 
 func newPathBench(tb testing.TB) *pathBench {

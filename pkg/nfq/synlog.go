@@ -25,8 +25,8 @@ import (
 // It has no goroutine and never blocks: the engine drains it before it
 // starts a flow from a data segment (whose SYN, one round trip older, is
 // in the socket by then) and on every tick. A SYN the log loses (the
-// socket's buffer overflowed: ENOBUFS, counted) leaves its flow to be
-// denied, limit syn_log: fail closed.
+// socket's buffer overflowed: ENOBUFS, counted) makes the engine deny
+// every undecided flow to a logged port, limit syn_log: fail closed.
 type SYNLog struct {
 	group uint16
 	fd    int
@@ -65,8 +65,10 @@ const (
 	// synCopy is what is copied of each SYN: an IPv4 header with options
 	// (60 bytes) and the TCP header's ports, sequence number and flags.
 	synCopy = 80
-	// maxDrain bounds one Drain, so that a flood cannot keep it running.
-	maxDrain = 4096
+	// maxDrain bounds one Drain, so that a flood cannot keep it running;
+	// it is far more SYNs than the socket's buffer holds, so a Drain ends
+	// with the socket empty unless SYNs come faster than it reads them.
+	maxDrain = 65536
 )
 
 // OpenSYNLog binds NFLOG group in network namespace netns (a file
@@ -208,51 +210,51 @@ func (l *SYNLog) Close() error {
 // Stats returns the log's counters.
 func (l *SYNLog) Stats() *SYNLogStats { return &l.stats }
 
-// Drain implements engine.SYNSource: it reads what the socket holds, up
-// to maxDrain receives, and calls fn with each SYN until fn says stop
-// (each receive is one SYN: the group's threshold is one). It is not safe
-// for concurrent use (the engine calls it from one goroutine at a time).
-func (l *SYNLog) Drain(fn func(*engine.Packet) bool) {
+// Drain implements engine.SYNSource: it reads what the socket holds, to
+// its end or maxDrain receives, and calls fn with each SYN (each receive
+// is one SYN: the group's threshold is one). It reports whether it found
+// the socket empty and whether the socket overflowed (ENOBUFS) since the
+// last call. It is not safe for concurrent use (the engine calls it from
+// one goroutine at a time).
+func (l *SYNLog) Drain(fn func(*engine.Packet)) (empty, lost bool) {
 	for range maxDrain {
 		n, err := unix.Read(l.fd, l.buf) // the socket does not block; read, not recvfrom: no source address to allocate
 		switch {
 		case err == nil:
-			if l.messages(l.buf[:n], fn) {
-				return
-			}
+			l.messages(l.buf[:n], fn)
 		case err == unix.EAGAIN:
-			return
+			return true, lost
 		case err == unix.EINTR:
 		case errors.Is(err, unix.ENOBUFS):
-			// SYNs were lost; their flows will be denied (syn_log).
+			// SYNs were lost: the engine denies the flows they may have
+			// been of (syn_log).
+			lost = true
 			if l.stats.ENOBUFS.Add(1)%1000 == 1 {
-				l.log.Warn("syn log socket overrun: SYNs lost, their flows are denied (limit syn_log)", "group", l.group, "total", l.stats.ENOBUFS.Load())
+				l.log.Warn("syn log socket overrun: SYNs lost; undecided flows to the logged ports are denied (limit syn_log)", "group", l.group, "total", l.stats.ENOBUFS.Load())
 			}
 		default:
 			l.log.Error("syn log receive failed", "group", l.group, "err", err)
-			return
+			return false, lost
 		}
 	}
+	return false, lost
 }
 
-// messages handles the netlink messages of one receive, and reports
-// whether fn said stop.
-func (l *SYNLog) messages(b []byte, fn func(*engine.Packet) bool) bool {
-	stop := false
+// messages handles the netlink messages of one receive.
+func (l *SYNLog) messages(b []byte, fn func(*engine.Packet)) {
 	for len(b) >= nlHdrLen {
 		ml := int(binary.NativeEndian.Uint32(b[0:4]))
 		if ml < nlHdrLen || ml > len(b) {
 			break
 		}
 		if binary.NativeEndian.Uint16(b[4:6]) == ulogMsgPacket && ml >= nlHdrLen+nfGenLen {
-			stop = l.packet(b[nlHdrLen+nfGenLen:ml], fn) || stop
+			l.packet(b[nlHdrLen+nfGenLen:ml], fn)
 		}
 		b = b[min(len(b), align4(ml)):]
 	}
-	return stop
 }
 
-func (l *SYNLog) packet(a []byte, fn func(*engine.Packet) bool) bool {
+func (l *SYNLog) packet(a []byte, fn func(*engine.Packet)) {
 	var payload []byte
 	for len(a) >= attrHdrLen {
 		al := int(binary.NativeEndian.Uint16(a[0:2]))
@@ -267,11 +269,11 @@ func (l *SYNLog) packet(a []byte, fn func(*engine.Packet) bool) bool {
 	p := &l.pkt
 	if err := l.dec.Decode(payload, p); err != nil || !p.SYN || p.ACK {
 		l.stats.DecodeErrors.Add(1)
-		return false
+		return
 	}
 	p.ID, p.Queue, p.Logged, p.Time = 0, 0, true, time.Now()
 	l.stats.SYNs.Add(1)
-	return fn(p)
+	fn(p)
 }
 
 // ipset (include/uapi/linux/netfilter/ipset/ip_set.h).
