@@ -61,7 +61,7 @@ var (
 	descFlows       = desc("egressd_flows", "Flows in the table now, by state.", "state")
 	descHeld        = desc("egressd_held_packets", "Packets of undecided flows held in the queues now.")
 	descLimits      = desc("egressd_limit_denials_total", "Flows denied at a limit, by limit: a pool a source was over its share of (flows, held_packets, buffer_bytes, dns_in_flight), evicted (for a source under its share), dns_rate (a source's lookups per second), dns_budget (the resolver's queries per second), one flow's bound (flow_held_packets, syn_retransmissions, hello_bytes), or syn_log (a flow whose SYN was forwarded and logged, but the log lost it).", "limit")
-	descEngineErrs  = desc("egressd_engine_errors_total", "Engine faults, each failed closed: conclude (a verdict with no packet in hand that conntrack did not take), internal (a refused flow state change: a bug), syn_payload (a SYN carrying data to an inspected port, dropped: no client sends one through egressd, which strips TCP Fast Open).", "kind")
+	descEngineErrs  = desc("egressd_engine_errors_total", "Engine faults, each failed closed: conclude (a verdict with no packet in hand that conntrack did not take), internal (a refused flow state change: a bug), syn_payload (a SYN carrying data to an inspected port, dropped: no client sends one through egressd, which strips TCP Fast Open), syn_queued (a SYN the rules queued to a port whose SYNs they log: IP options, or one that came as the port joined the set; dropped, the client resends it).", "kind")
 	descQueueErrs   = desc("egressd_queue_errors_total", "Queue socket events: enobufs (the kernel could not deliver), receive, verdict, decode.", "queue", "kind")
 	descSYNLog      = desc("egressd_syn_log_total", "The SYN log (SYNs forwarded without queueing, on ports where the policy decides no SYN): syn (read), lost (socket overruns: each loses SYNs, whose flows are then denied, limit syn_log), decode (messages without a TCP SYN).", "event")
 	descQueueDrops  = desc("egressd_queue_dropped_total", "Packets dropped at a queue: by the kernel (nfnetlink_queue: full queue) or user (the reader failed), or by egressd (fail_open's drop queue: what an undecided flow may not carry).", "queue", "by")
@@ -119,6 +119,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descEngineErrs, st.ConcludeErrors.Load(), "conclude")
 	counter(descEngineErrs, st.Internal.Load(), "internal")
 	counter(descEngineErrs, st.SYNPayloads.Load(), "syn_payload")
+	counter(descEngineErrs, st.SYNsQueuedLogged.Load(), "syn_queued")
 	for _, q := range d.queues {
 		n := strconv.Itoa(int(q.Num()))
 		qs := q.Stats()

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/egressd/egressd/pkg/policy"
 )
 
 // WriterConfig configures a Writer. The zero value of each field is the
@@ -117,7 +115,7 @@ func (w *Writer) Log(r *Record) {
 	if w.emf != nil {
 		w.emf.count(r) // folded lines count too
 	}
-	if w.cfg.FoldRate > 0 && !r.Undecided && r.Verdict == policy.Deny && w.fold(r.Src, r.Time) {
+	if w.cfg.FoldRate > 0 && !r.Undecided && !r.Crosses() && w.fold(r.Src, r.Time) {
 		return
 	}
 	bp := w.pool.Get().(*[]byte)

@@ -194,6 +194,21 @@ func TestCrossingLinesWrittenAtOnce(t *testing.T) {
 	}
 }
 
+// TestMonitorLinesNeverFolded: in monitor mode a denied flow's bytes
+// cross, so its line is written like an allowed one's, never folded.
+func TestMonitorLinesNeverFolded(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(WriterConfig{Outputs: []any2w{&buf}, FoldRate: 1, FoldBurst: 1, Now: func() time.Time { return time.Unix(1, 0) }})
+	r := sample()
+	r.Verdict, r.Enforced = policy.Deny, false
+	for range 5 {
+		w.Log(&r)
+	}
+	if n := bytes.Count(buf.Bytes(), []byte("\n")); n != 5 {
+		t.Errorf("%d of 5 monitor-mode lines written when Log returned; counts %+v", n, w.Counts())
+	}
+}
+
 // TestFlushDelay: with a flush delay, lines logged within it reach the
 // output in one write, after the delay; none is lost at the end.
 func TestFlushDelay(t *testing.T) {

@@ -93,6 +93,7 @@ type flowVars struct {
 	start     time.Time // first packet
 	waitSince time.Time // arrival of the oldest held packet, or of the deciding packet
 	syns      int
+	isn       uint32             // TCP: its SYN's sequence number (kept once the parser is given back)
 	pending   decide.Outcome     // while verifying: the decision DNS is to confirm
 	cancel    context.CancelFunc // while verifying: ends the lookup
 	// While reading, the head parser of the flow's protocol, lent from

@@ -66,15 +66,28 @@ func (s *Shard) Handle(p *Packet) {
 		s.e.sinks[p.Queue].Drop(p.ID)
 		return
 	}
+	if p.Proto == policy.TCP && p.SYN && s.e.cfg.SYNs != nil && s.e.synLogged(p.DstPort) {
+		// A SYN queued to a port whose SYNs the rules log: one they do
+		// not take for a plain SYN (IP options, say), or one that came
+		// while the port joined the set. Where the stream starts must
+		// come from the log alone (a log that lost the flow's own SYN
+		// would otherwise leave this one to anchor it): dropped, the
+		// client resends it and the log takes it.
+		s.e.stats.SYNsQueuedLogged.Add(1)
+		s.e.sinks[p.Queue].Drop(p.ID)
+		return
+	}
 	k := keyOf(p)
 	f := s.flows[k]
-	if f == nil && s.e.cfg.SYNs != nil && p.Proto == policy.TCP && (len(p.Payload) > 0 || s.e.synLogged(p.DstPort)) {
-		// A flow's first queued packet is data, or a SYN to a port whose
-		// SYNs are logged (one with IP options, say): the flow's SYN may
-		// be in the log. Hand the log's SYNs to their shards first (this
-		// one's lock released meanwhile: no lock is held while another is
-		// waited for), so that the flow starts from the first SYN, and
-		// a SYN of another ISN meets it.
+	if s.e.cfg.SYNs != nil && p.Proto == policy.TCP && len(p.Payload) > 0 &&
+		(f == nil || f.st != verifying && s.e.synLogged(p.DstPort)) {
+		// Data of a flow egressd has not seen start, or of one read or
+		// decided on a port whose SYNs are logged: the log may hold its SYN,
+		// or a SYN of another ISN on the same 5-tuple (a new connection
+		// the server now follows). Hand the log's SYNs to their shards
+		// first (this one's lock released meanwhile: no lock is held
+		// while another is waited for), so that no head is read past a
+		// SYN the log holds.
 		s.mu.Unlock()
 		empty := s.e.DrainSYNs()
 		s.mu.Lock()
@@ -87,6 +100,13 @@ func (s *Shard) Handle(p *Packet) {
 			s.refuse(p, LimitSYNLog)
 			return
 		}
+	}
+	if f != nil && f.st == decided && p.Proto == policy.TCP && p.SYN && p.Seq != f.isn {
+		// A new connection on a decided flow's 5-tuple (the old one
+		// ended, conntrack began another): it is a flow of its own, to
+		// be read and decided, not one to inherit a verdict.
+		s.forget(f)
+		f = nil
 	}
 	if f == nil {
 		if p.Proto == policy.TCP && !p.SYN && len(p.Payload) == 0 {
@@ -103,7 +123,7 @@ func (s *Shard) Handle(p *Packet) {
 		s.e.sinks[p.Queue].Verdict(p.ID, f.mark)
 		return
 	case verifying:
-		if p.Proto == policy.TCP && p.SYN && p.Seq != f.tcp.ISN() {
+		if p.Proto == policy.TCP && p.SYN && p.Seq != f.isn {
 			// Another connection on the flow's 5-tuple while its name is
 			// being verified: what was read may not be what its server
 			// reads.
@@ -150,6 +170,10 @@ func (s *Shard) logged(p *Packet) {
 	defer s.mu.Unlock()
 	s.e.stats.SYNsLogged.Add(1)
 	f := s.flows[keyOf(p)]
+	if f != nil && f.st == decided && p.Seq != f.isn {
+		s.forget(f) // a new connection on the 5-tuple (Handle)
+		f = nil
+	}
 	if f == nil {
 		s.start(p)
 		return
@@ -162,7 +186,7 @@ func (s *Shard) logged(p *Packet) {
 		return
 	}
 	if f.st == verifying {
-		if p.Seq != f.tcp.ISN() {
+		if p.Seq != f.isn {
 			s.otherISN(f)
 		}
 		return
@@ -222,6 +246,7 @@ func (s *Shard) start(p *Packet) *flow {
 	s.pending.push(f, now.Add(e.cfg.HelloTimeout))
 	switch p.Proto {
 	case policy.TCP:
+		f.isn = p.Seq
 		f.tcp = s.parsers.tcp()
 		f.tcp.Reset(p.Seq, e.cfg.HelloMaxBytes)
 	case policy.UDP:
@@ -369,6 +394,7 @@ func (s *Shard) decideNamed(f *flow) {
 	s.to(f, verifying)
 	f.pending = o
 	gen, dst, name, since := f.gen, f.info.Dst, f.info.Name, f.start
+	logged := f.info.Proto == policy.TCP && e.synLogged(f.info.Port)
 	ctx, cancel := context.WithDeadline(e.ctx, f.start.Add(e.cfg.HelloTimeout))
 	f.cancel = cancel
 	e.verifyWG.Add(1)
@@ -387,6 +413,10 @@ func (s *Shard) decideNamed(f *flow) {
 			e.stats.VerifyMismatches.Add(1)
 		case answer == decide.Grace:
 			e.stats.VerifyGraces.Add(1)
+		}
+		if logged {
+			// A SYN of another ISN may have come while DNS answered.
+			e.DrainSYNs()
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -562,8 +592,16 @@ func (s *Shard) expire(now time.Time) {
 // evict forgets a decided flow and returns it to the free list, reset
 // whole.
 func (s *Shard) evict(ent fifoEntry) {
-	f := ent.f
-	if f.gen != ent.gen || f.st != decided {
+	if ent.f.gen != ent.gen {
+		return
+	}
+	s.forget(ent.f)
+}
+
+// forget drops a decided flow from the table now, before its linger ends
+// (its linger entry no longer matches it).
+func (s *Shard) forget(f *flow) {
+	if f.st != decided {
 		return
 	}
 	delete(s.flows, f.key)

@@ -33,6 +33,9 @@ type Stats struct {
 	// SYNPayloads counts SYNs that carried data to an inspected port,
 	// dropped (Shard.Handle).
 	SYNPayloads atomic.Uint64
+	// SYNsQueuedLogged counts SYNs queued to a port whose SYNs are
+	// logged, dropped (Shard.Handle).
+	SYNsQueuedLogged atomic.Uint64
 	// Internal counts refused state changes and non-decisions given as
 	// decisions: bugs, each failed closed. It should stay 0.
 	Internal atomic.Uint64

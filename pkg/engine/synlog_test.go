@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"context"
+	"github.com/egressd/egressd/pkg/decide"
 	"net/netip"
 	"slices"
 	"sync"
@@ -291,24 +293,125 @@ func TestLoggedSecondISN(t *testing.T) {
 	}
 }
 
-// TestQueuedSYNAfterLogged: SYN a logged (the server at a), then a SYN b of
-// the same 5-tuple that the rules queue (IP options, say) and a hello at
-// b+1: the log is drained before the queued SYN starts the flow, so the
-// flow starts at a and b is another ISN: malformed. (Started from b
-// without a drain, the hello at b+1 was allowed.)
-func TestQueuedSYNAfterLogged(t *testing.T) {
+// TestQueuedSYNToLoggedPort: SYN a logged (the server at a), then a SYN b
+// of the same 5-tuple that the rules queue (IP options, say) and a hello
+// at b+1: the queued SYN is dropped (on a logged port where the stream
+// starts comes from the log alone), the flow stays at a, and the hello at
+// b+1, before a+1, is malformed. The same when the log lost SYN a: the
+// queued SYN cannot anchor the flow, the hello is denied. (Started from b,
+// the hello at b+1 was allowed.)
+func TestQueuedSYNToLoggedPort(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		h, syns := newSYNHarness(t, labPolicy)
+		f := h.tcp(server, 443)
+		if lost {
+			syns.lost = true
+		} else {
+			f.loggedSYN(syns)
+		}
+		f.isn -= 5000
+		syn := f.syn()
+		h.rec.mu.Lock()
+		dropped := slices.Contains(h.rec.dropped, syn)
+		h.rec.mu.Unlock()
+		if !dropped || h.e.Stats().SYNsQueuedLogged.Load() != 1 {
+			t.Errorf("lost %v: the queued SYN to a logged port: dropped %v, counted %d", lost, dropped, h.e.Stats().SYNsQueuedLogged.Load())
+		}
+		id := f.send(clientHello(t, "allowed.example.test"))
+		if v, ok := h.rec.verdict(id); !ok || v != policy.Deny {
+			t.Errorf("lost %v: the hello at b+1: verdict %v %v, want deny", lost, v, ok)
+		}
+	}
+}
+
+// TestSecondISNWhileReading: SYN a logged, part of a hello at a+1 read,
+// then a reset and SYN b logged (the server now at b), then the rest of
+// the hello at a+1: the log is drained before that segment is read, and
+// the flow is denied malformed. (Drained only for a flow's first segment,
+// the hello was allowed.)
+func TestSecondISNWhileReading(t *testing.T) {
 	h, syns := newSYNHarness(t, labPolicy)
+	hello := clientHello(t, "allowed.example.test")
 	f := h.tcp(server, 443)
 	f.loggedSYN(syns)
-	f.isn -= 5000
-	syn := f.syn()
-	if v, ok := h.rec.verdict(syn); !ok || v != policy.Deny {
-		t.Errorf("the queued SYN of another ISN: verdict %v %v, want deny", v, ok)
-	}
-	id := f.send(clientHello(t, "allowed.example.test"))
+	h.wantHeld(f.send(hello[:100]))
+	b := *f
+	b.isn += 60000
+	b.loggedSYN(syns)
+	id := f.send(hello[100:])
 	if v, ok := h.rec.verdict(id); !ok || v != policy.Deny {
-		t.Errorf("the hello at b+1: verdict %v %v, want deny", v, ok)
+		t.Fatalf("the rest of the hello: verdict %v %v, want deny", v, ok)
 	}
+	if ls := h.rec.logged(); len(ls) != 1 || ls[0].Reason != policy.ReasonMalformed {
+		t.Errorf("lines %+v, want one deny malformed", ls)
+	}
+}
+
+// TestNewConnectionOnDecidedTuple: a connection allowed, then a new one on
+// the same 5-tuple (another ISN; conntrack starts it afresh) whose hello
+// names a denied name, with the first still lingering in the table: the
+// new one is a flow of its own and denied by rule, SYN logged or queued.
+// (It inherited the lingering allow.) A legitimate reuse after a deny gets
+// its own decision too.
+func TestNewConnectionOnDecidedTuple(t *testing.T) {
+	for _, logged := range []bool{true, false} {
+		h, syns := newSYNHarness(t, labPolicy)
+		if !logged {
+			h.e.SetSYNLogged(nil)
+		}
+		syn := func(f *tcpFlow) {
+			if logged {
+				f.loggedSYN(syns)
+				return
+			}
+			f.syn()
+		}
+		f := h.tcp(server, 443)
+		syn(f)
+		h.wantVerdict(f.send(clientHello(t, "allowed.example.test")), policy.Allow)
+		b := *f
+		b.isn, b.offset = f.isn+123456, 0
+		syn(&b)
+		if v, ok := h.rec.verdict(b.send(clientHello(t, "denied.example.test"))); !ok || v != policy.Deny {
+			t.Errorf("logged %v: a new connection's hello naming a denied name: %v %v, want deny", logged, v, ok)
+		}
+		c := b
+		c.isn, c.offset = b.isn+777, 0
+		syn(&c)
+		if v, ok := h.rec.verdict(c.send(clientHello(t, "allowed.example.test"))); !ok || v != policy.Allow {
+			t.Errorf("logged %v: a new connection after a deny, allowed name: %v %v, want allow", logged, v, ok)
+		}
+	}
+}
+
+// TestSecondISNWhileVerifying: SYN b logged while the flow's name is
+// verified: the log is drained before the answer decides, and the flow is
+// denied malformed.
+func TestSecondISNWhileVerifying(t *testing.T) {
+	release := make(chan struct{})
+	syns := &fakeSYNs{}
+	h := newHarness(t, labPolicy, func(c *Config) { c.SYNs = syns; c.Verifier = &heldVerifier{release: release} })
+	h.e.SetSYNLogged([]uint16{443})
+	f := h.tcp(server, 443)
+	f.loggedSYN(syns)
+	id := f.send(clientHello(t, "allowed.example.test"))
+	b := *f
+	b.isn += 60000
+	b.loggedSYN(syns)
+	close(release)
+	h.e.verifyWG.Wait()
+	if v, ok := h.rec.verdict(id); !ok || v != policy.Deny {
+		t.Fatalf("the verified hello with SYN b logged meanwhile: %v %v, want deny", v, ok)
+	}
+}
+
+// heldVerifier verifies every name once release is closed.
+type heldVerifier struct{ release chan struct{} }
+
+func (v *heldVerifier) Cached(string, netip.Addr) decide.Answer { return 0 }
+func (v *heldVerifier) Verify(ctx context.Context, _ string, _ netip.Addr, _ time.Time) (Verification, error) {
+	<-v.release
+	return Verification{Answer: decide.Match}, nil
 }
 
 // TestSYNLogLost: when the log reports SYNs lost, every undecided flow to a

@@ -15,7 +15,7 @@ import (
 // queued or logged, allocates once: its name's string.
 func TestPacketPathAllocs(t *testing.T) {
 	for _, logged := range []bool{false, true} {
-		pb := newPathBench(t)
+		pb := newPathBench(t, logged)
 		syn, data := pb.messages(logged)
 		pb.flow(logged, syn, data) // warm up
 		n := testing.AllocsPerRun(50, func() {

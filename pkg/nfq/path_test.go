@@ -70,7 +70,9 @@ func (m *msgSource) Drain(fn func(*engine.Packet)) (empty, lost bool) {
 	return true, false
 }
 
-func newPathBench(tb testing.TB) *pathBench {
+// newPathBench: with logged, SYNs to 443 are logged (the SYN log); without,
+// they are queued.
+func newPathBench(tb testing.TB, logged bool) *pathBench {
 	tb.Helper()
 	p, err := policy.Parse("p.yaml", []byte("version: 1\ndefault: deny\nrules:\n  - {name: web, domains: [allowed.example.test], ports: [443], action: allow}\n"), policy.Options{})
 	if err != nil {
@@ -83,7 +85,9 @@ func newPathBench(tb testing.TB) *pathBench {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(e.Close)
-	e.SetSYNLogged([]uint16{443})
+	if logged {
+		e.SetSYNLogged([]uint16{443})
+	}
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		tb.Fatal(err)
@@ -134,7 +138,7 @@ func BenchmarkPacketPath(b *testing.B) {
 			name = "syn=logged"
 		}
 		b.Run(name, func(b *testing.B) {
-			pb := newPathBench(b)
+			pb := newPathBench(b, logged)
 			syn, data := pb.messages(logged)
 			b.ReportAllocs()
 			for range b.N {
