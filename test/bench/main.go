@@ -313,10 +313,14 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.measureAll(ctx); err != nil {
 		return err
 	}
+	var microErr error
 	if b.o.micro {
 		fmt.Fprintln(os.Stderr, "benchlab: the hot paths' Go benchmarks (go test -bench, 200ms each)")
 		if b.micro, err = runMicro(); err != nil {
-			return err
+			// The lab's figures are reported all the same; the run fails
+			// at the end.
+			fmt.Fprintln(os.Stderr, "benchlab: the Go benchmarks failed:", err)
+			microErr = fmt.Errorf("the Go benchmarks: %w", err)
 		}
 	}
 	b.report(os.Stdout)
@@ -329,9 +333,11 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	if b.o.perfDir != "" {
-		return b.profile(ctx)
+		if err := b.profile(ctx); err != nil {
+			return err
+		}
 	}
-	return nil
+	return microErr
 }
 
 // measureAll runs every measurement: per concurrency and hello, reps

@@ -48,7 +48,7 @@ func runMicro() ([]microResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"test", "-run", "^$", "-bench", microBench, "-benchmem", "-benchtime", "200ms"}, microPackages...)
+	args := append([]string{"test", "-run", "^$", "-bench", microBench, "-benchmem", "-benchtime", "200ms", "-timeout", "5m"}, microPackages...)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
