@@ -62,10 +62,11 @@ without a name that DNS answers could have changed.
 Lines beyond the decision log's schema:
   "replay":"midstream"       the capture lacks the flow's first packet
   "replay":"capture-ended"   the capture ends before the flow was decided
-  "replay":"reused"          a new connection on the 5-tuple of one decided
-                             less than a linger (10s) ago: the engine gives
-                             it the earlier verdict and logs nothing, in the
-                             daemon as in replay
+  "replay":"reused"          a connection with the 5-tuple and ISN of one
+                             decided less than a linger (10s) ago: the engine
+                             gives it the earlier verdict and logs nothing,
+                             in the daemon as in replay (with another ISN it
+                             is decided on its own)
   "replay":"truncated"       the capture's snap length cut bytes the decision
                              needed (capture with -s 0)
   "baseline":{...}           with --baseline: name, name_from, verdict, rule

@@ -17,8 +17,10 @@ import (
 //	"replay":"midstream"      the flow's start is not in the capture
 //	"replay":"capture-ended"  the capture ends before the flow was decided
 //	"replay":"reused"         the engine gave the flow the verdict of an
-//	                          earlier connection on the same 5-tuple, as
-//	                          the daemon does within its linger, unlogged
+//	                          earlier connection on the same 5-tuple and
+//	                          ISN, as the daemon does within its linger,
+//	                          unlogged (a connection with another ISN is
+//	                          decided on its own)
 //	"replay":"truncated"      the capture cut packets the decision needed
 //	"baseline":{...}          with --baseline: the baseline's decision
 //

@@ -254,7 +254,9 @@ func TestReplayCapture(t *testing.T) {
 		},
 		want: []want{
 			{Dst: "203.0.113.10", Dport: 443, Name: "allowed.example.test", NameFrom: "sni", Verdict: "allow", Rule: "web", Reason: "rule", DNSCheck: "skipped"},
-			{Dst: "203.0.113.10", Dport: 443, NameFrom: "none", Replay: "reused"},
+			// Within the first's linger: a new connection (another ISN)
+			// is decided on its own, as the daemon does.
+			{Dst: "203.0.113.10", Dport: 443, Name: "denied.example.test", NameFrom: "sni", Verdict: "deny", Rule: "blocked", Reason: "rule"},
 			{Dst: "203.0.113.10", Dport: 443, Name: "denied.example.test", NameFrom: "sni", Verdict: "deny", Rule: "blocked", Reason: "rule"},
 		},
 	}, {
