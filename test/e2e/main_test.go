@@ -6,7 +6,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -16,22 +15,7 @@ import (
 // egressdBin is the egressd binary under test, built once by TestMain.
 var egressdBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "egressd-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	egressdBin, err = lab.BuildEgressd(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(lab.RunWithEgressd(m, &egressdBin)) }
 
 // labPolicyHead and labNameRules begin the lab's policy: its rules by name.
 const labPolicyHead = `

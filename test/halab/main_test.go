@@ -7,7 +7,6 @@
 package halab
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -17,19 +16,4 @@ import (
 // egressdBin is the egressd binary under test, built once by TestMain.
 var egressdBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "egressd-halab-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	egressdBin, err = lab.BuildEgressd(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(lab.RunWithEgressd(m, &egressdBin)) }
