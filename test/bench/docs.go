@@ -194,6 +194,7 @@ func (b *bench) markdown(svg string) []byte {
 		}
 		mdTable(&w, longHeader, rows)
 	}
+	b.profilesMarkdown(&w)
 	if len(b.micro) > 0 {
 		microTable(&w, b.micro)
 	}
@@ -407,4 +408,27 @@ func fmtTick(v float64) string {
 		return fmt.Sprintf("%.2f", v)
 	}
 	return fmt.Sprintf("%.0f", v)
+}
+
+// profilesMarkdown writes -perf's breakdowns: what egressd's CPU per new
+// flow is spent on, which is what bounds the targets it misses.
+func (b *bench) profilesMarkdown(w *bytes.Buffer) {
+	if len(b.profiles) == 0 {
+		return
+	}
+	w.WriteString("\n## Where egressd's CPU goes\n\n" +
+		"One more measurement per hello, not in the tables, with `perf record -e cpu-clock -g` attached to egressd; " +
+		"each sample's stack is counted in the first category one of its frames matches (test/bench/perfreport.go), " +
+		"overlays count samples across the categories. The re-injected packet's forwarding is work a plain NAT does too " +
+		"(there in softirq, charged to no NAT process); the rest is the price of the one trip to user space per new flow.\n")
+	for _, p := range b.profiles {
+		fmt.Fprintf(w, "\n### concurrency %d, hello %s\n\n%.0f conn/s, %d handshakes; egressd used %s of CPU (%s per connection, from /proc), %s per connection sampled.\n\n",
+			p.conc, p.hello, p.connPerSec, p.handshakes, p.procCPU.Round(time.Millisecond), us(perConn(p.procCPU, p.handshakes)),
+			us(perConn(time.Duration(p.breakdown.samples)*p.breakdown.period, p.handshakes)))
+		var rows [][]string
+		for _, r := range p.breakdown.rows(p.handshakes) {
+			rows = append(rows, []string{r[0], r[1], r[2]})
+		}
+		mdTable(w, []string{"share", "µs/conn", "category"}, rows)
+	}
 }

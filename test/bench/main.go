@@ -266,7 +266,9 @@ type bench struct {
 	results []result
 	long    []longResult
 	micro   []microResult
-	started time.Time
+	// profiles are -perf's breakdowns of egressd's CPU, one per hello.
+	profiles []profile
+	started  time.Time
 	// loadStart is the load average when the run began: the machine may
 	// be shared, and the report says how busy it was.
 	loadStart string
@@ -329,13 +331,13 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := b.writeDocs(); err != nil {
-		return err
-	}
 	if b.o.perfDir != "" {
 		if err := b.profile(ctx); err != nil {
 			return err
 		}
+	}
+	if err := b.writeDocs(); err != nil {
+		return err
 	}
 	return microErr
 }
@@ -479,11 +481,25 @@ func (b *bench) profile(ctx context.Context) error {
 		fmt.Fprintf(os.Stderr, "%.0f conn/s, %d handshakes\n", r.ConnPerSec, r.Client.Handshakes)
 		fmt.Printf("\nprofile %s: conc %d %s, %.0f conn/s, %d handshakes; egressd used %s of CPU (%s per handshake, from /proc)\n",
 			out, conc, hello, r.ConnPerSec, r.Client.Handshakes, r.ProcCPU, us(perConn(r.ProcCPU, r.Client.Handshakes)))
-		if err := perfReport(os.Stdout, out, r.Client.Handshakes); err != nil {
+		pb, err := perfBreakdownOf(out)
+		if err != nil {
 			return err
 		}
+		pb.print(os.Stdout, out, r.Client.Handshakes)
+		b.profiles = append(b.profiles, profile{conc: conc, hello: hello, connPerSec: r.ConnPerSec,
+			handshakes: r.Client.Handshakes, procCPU: r.ProcCPU, breakdown: pb})
 	}
 	return nil
+}
+
+// profile is one -perf measurement and where egressd's CPU went in it.
+type profile struct {
+	conc       int
+	hello      string
+	connPerSec float64
+	handshakes int
+	procCPU    time.Duration // egressd's CPU from /proc while recording
+	breakdown  perfBreakdown
 }
 
 // perfReportMain is the perf-report subcommand: the breakdown of a

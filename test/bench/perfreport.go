@@ -14,22 +14,22 @@ import (
 
 // Where egressd's CPU goes: each perf sample's stack is put in the first
 // category, in this order, that one of its frames matches. A stack is
-// read whole, so a malloc under the netlink receive counts as receive.
+// read whole, so a malloc under the netlink receive counts as receive,
+// and the reader's frames count only where nothing below them matched.
 var perfCategories = []struct {
 	name string
 	re   *regexp.Regexp
 }{
 	{"kernel: the packet re-injected by a verdict (rest of FORWARD, NAT, veth, the receiver's TCP)", regexp.MustCompile(`\bnfqnl_reinject\b`)},
-	{"verdict send (go-nfqueue setVerdict, netlink, sendmsg)", regexp.MustCompile(`nfqueue/v2\.\(\*Nfqueue\)\.setVerdict|nfqnl_recv_verdict`)},
-	{"netlink receive (recvmsg twice: peek, read; 4 KiB buffer each)", regexp.MustCompile(`mdlayher/netlink\.\(\*Conn\)\.Receive|netlink\.\(\*conn\)\.Receive`)},
-	{"go-nfqueue message parsing", regexp.MustCompile(`nfqueue/v2\.(parseMsg|extractAttribute)`)},
-	{"packet decoding (gopacket)", regexp.MustCompile(`pkg/nfq\.\(\*Decoder\)|google/gopacket`)},
+	{"verdict send (pkg/nfq verdict, sendmsg)", regexp.MustCompile(`egressd/pkg/nfq\.\(\*Queue\)\.verdict|nfqnl_recv_verdict`)},
+	{"conntrack updates (ctnetlink: verdicts without a packet)", regexp.MustCompile(`egressd/pkg/nfq\.\(\*Conntrack\)`)},
+	{"SYN log (NFLOG drain)", regexp.MustCompile(`egressd/pkg/nfq\.\(\*SYNLog\)`)},
 	{"classify (flow head, ClientHello)", regexp.MustCompile(`egressd/pkg/classify\.`)},
-	{"policy", regexp.MustCompile(`egressd/pkg/policy\.`)},
+	{"policy and the decision", regexp.MustCompile(`egressd/pkg/(policy|decide)\.`)},
 	{"DNS verification (resolve)", regexp.MustCompile(`egressd/pkg/resolve\.`)},
-	{"decision log (declog, stdout)", regexp.MustCompile(`egressd/pkg/declog\.`)},
-	{"engine (flow table, held packets, timers)", regexp.MustCompile(`egressd/pkg/nfq\.`)},
-	{"mdlayher/socket: a watcher goroutine per recvmsg/sendmsg", regexp.MustCompile(`mdlayher/socket\.rwT`)},
+	{"decision log (declog, its write)", regexp.MustCompile(`egressd/pkg/declog\.`)},
+	{"engine (decoder, flow table, held packets, timers)", regexp.MustCompile(`egressd/pkg/engine\.`)},
+	{"queue receive (read, netlink parsing: what is left of the reader once the engine is taken out)", regexp.MustCompile(`egressd/pkg/nfq\.\(\*Queue\)\.(Run|messages|packet)`)},
 	{"garbage collector", regexp.MustCompile(`runtime\.(gcBgMarkWorker|gcDrain|gcAssist|bgsweep|bgscavenge|markroot)`)},
 	{"Go scheduler: idle, sleeps and wake-ups (futex, netpoll, thread hand-offs)", regexp.MustCompile(`runtime\.(schedule|mcall|park_m|findRunnable|stopm|startm|notesleep|futex|netpoll|sysmon|mstart|goexit|exitsyscall|entersyscall|handoffp|stoplockedm|startlockedm|wakep|gopark|goready)`)},
 }
@@ -111,24 +111,55 @@ func parsePerfScript(r io.Reader) (perfBreakdown, error) {
 // perfReport runs perf script on file and prints the breakdown, per
 // handshake when handshakes > 0.
 func perfReport(w io.Writer, file string, handshakes int) error {
-	cmd := exec.Command("perf", "script", "-i", file, "-F", "comm,tid,time,period,event,ip,sym")
-	out, err := cmd.StdoutPipe()
+	b, err := perfBreakdownOf(file)
 	if err != nil {
 		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("perf script: %w", err)
-	}
-	b, perr := parsePerfScript(out)
-	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("perf script: %w", err)
-	}
-	if perr != nil {
-		return perr
 	}
 	b.print(w, file, handshakes)
 	return nil
 }
+
+// perfBreakdownOf runs perf script on file and breaks its samples down.
+func perfBreakdownOf(file string) (perfBreakdown, error) {
+	cmd := exec.Command("perf", "script", "-i", file, "-F", "comm,tid,time,period,event,ip,sym")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return perfBreakdown{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return perfBreakdown{}, fmt.Errorf("perf script: %w", err)
+	}
+	b, perr := parsePerfScript(out)
+	if err := cmd.Wait(); err != nil {
+		return perfBreakdown{}, fmt.Errorf("perf script: %w", err)
+	}
+	return b, perr
+}
+
+// rows are the breakdown's lines: share of the samples, µs per handshake
+// ("-" without handshakes) and the category, overlays last (marked).
+func (b perfBreakdown) rows(handshakes int) [][3]string {
+	row := func(name string, n int) [3]string {
+		per := "-"
+		if handshakes > 0 {
+			per = fmt.Sprintf("%.1f", micros(time.Duration(n)*b.period)/float64(handshakes))
+		}
+		return [3]string{fmt.Sprintf("%.1f%%", 100*float64(n)/float64(b.samples)), per, name}
+	}
+	var rows [][3]string
+	for _, c := range perfCategories {
+		rows = append(rows, row(c.name, b.counts[c.name]))
+	}
+	rows = append(rows, row(otherCategory, b.counts[otherCategory]))
+	for _, o := range perfOverlays {
+		rows = append(rows, row(overlayPrefix+o.name, b.overlays[o.name]))
+	}
+	return rows
+}
+
+// overlayPrefix marks an overlay's row: its samples are counted in a
+// category too.
+const overlayPrefix = "(overlay) "
 
 func (b perfBreakdown) print(w io.Writer, file string, handshakes int) {
 	total := time.Duration(b.samples) * b.period
@@ -141,21 +172,9 @@ func (b perfBreakdown) print(w io.Writer, file string, handshakes int) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	row := func(name string, n int) {
-		per := "-"
-		if handshakes > 0 {
-			per = fmt.Sprintf("%.1f", micros(time.Duration(n)*b.period)/float64(handshakes))
-		}
-		fmt.Fprintf(tw, "%.1f%%\t%s\t  %s\n", 100*float64(n)/float64(b.samples), per, name)
-	}
-	fmt.Fprintln(tw, "share\tµs/conn\t  category (each sample counted once)")
-	for _, c := range perfCategories {
-		row(c.name, b.counts[c.name])
-	}
-	row(otherCategory, b.counts[otherCategory])
-	fmt.Fprintln(tw, "\t\t  overlays (across the categories):")
-	for _, o := range perfOverlays {
-		row(o.name, b.overlays[o.name])
+	fmt.Fprintln(tw, "share\tµs/conn\t  category (each sample counted once; overlays across the categories)")
+	for _, r := range b.rows(handshakes) {
+		fmt.Fprintf(tw, "%s\t%s\t  %s\n", r[0], r[1], r[2])
 	}
 	tw.Flush()
 }

@@ -309,8 +309,12 @@ func TestChartAndMarkdown(t *testing.T) {
 			t.Errorf("the chart lacks %q", want)
 		}
 	}
+	pb := perfBreakdown{samples: 4, period: 500 * time.Microsecond,
+		counts: map[string]int{perfCategories[0].name: 3, otherCategory: 1}, overlays: map[string]int{}}
+	b.profiles = []profile{{conc: 16, hello: "x25519", connPerSec: 1000, handshakes: 100, procCPU: 3 * time.Millisecond, breakdown: pb}}
 	md := string(b.markdown("bench.svg"))
-	for _, want := range []string{"![", "bench.svg", "## Machine", "shared", "### concurrency 16, hello mlkem", "## A long flow", "MISSES"} {
+	for _, want := range []string{"![", "bench.svg", "## Machine", "shared", "### concurrency 16, hello mlkem", "## A long flow", "MISSES",
+		"## Where egressd's CPU goes", "30µs per connection, from /proc", "| 75.0% | 15.0 | kernel: the packet re-injected"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)
 		}
@@ -334,5 +338,66 @@ PASS
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("parseMicro (-want +got):\n%s", diff)
+	}
+}
+
+// TestPerfCategories: a sample counts in the most specific category of its
+// stack (the reader's frames sit above everything it calls), and an
+// overlay counts across categories.
+func TestPerfCategories(t *testing.T) {
+	sample := func(frames ...string) string {
+		s := "egressd 19081 22174.244059:     500000 cpu-clock: \n"
+		for _, f := range frames {
+			s += "\t          7228c6 " + f + "\n"
+		}
+		return s + "\n"
+	}
+	const (
+		run     = "github.com/egressd/egressd/pkg/nfq.(*Queue).Run"
+		packet  = "github.com/egressd/egressd/pkg/nfq.(*Queue).packet"
+		handle  = "github.com/egressd/egressd/pkg/engine.(*Engine).Handle"
+		hello   = "github.com/egressd/egressd/pkg/classify.ParseClientHello"
+		verdict = "github.com/egressd/egressd/pkg/nfq.(*Queue).verdict"
+	)
+	in := sample("unix.read", run) +
+		sample(hello, handle, packet, run) +
+		sample("runtime.mallocgc", hello, handle, packet, run) +
+		sample("nfqnl_reinject", "nfqnl_recv_verdict", verdict, handle, packet, run) +
+		sample(verdict, handle, packet, run) +
+		sample("github.com/egressd/egressd/pkg/nfq.(*SYNLog).Drain", handle, packet, run) +
+		sample("runtime.futex", "runtime.findRunnable", "runtime.schedule")
+	b, err := parsePerfScript(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.samples != 7 || b.period != 500*time.Microsecond {
+		t.Fatalf("samples %d, period %s; want 7, 500µs", b.samples, b.period)
+	}
+	want := map[string]int{
+		"queue receive": 1, "classify": 2, "kernel: the packet re-injected": 1,
+		"verdict send": 1, "SYN log": 1, "Go scheduler": 1,
+	}
+	got := map[string]int{}
+	for name, n := range b.counts {
+		for prefix := range want {
+			if strings.HasPrefix(name, prefix) {
+				got[prefix] += n
+			}
+		}
+	}
+	for prefix, n := range want {
+		if got[prefix] != n {
+			t.Errorf("%q: %d samples, want %d (counts %v)", prefix, got[prefix], n, b.counts)
+		}
+	}
+	rows := b.rows(2)
+	var mallocRow [3]string
+	for _, r := range rows {
+		if strings.HasPrefix(r[2], overlayPrefix+"memory allocation") {
+			mallocRow = r
+		}
+	}
+	if mallocRow[0] != "14.3%" || mallocRow[1] != "250.0" {
+		t.Errorf("allocation overlay %v, want 14.3%% and 250.0 µs per handshake (one 500 µs sample over 2)", mallocRow)
 	}
 }
