@@ -64,8 +64,9 @@ type clientResult struct {
 	Dials      int           `json:"dials"`       // connections attempted, whole run
 	HelloBytes int           `json:"hello_bytes"` // size of the first TLS record the client sends
 	// Reused counts connections whose local address and port were used
-	// less than reuseWindow before (egressd would answer such a flow from
-	// its lingering decision instead of reading its hello).
+	// less than reuseWindow before, while egressd still remembers the
+	// earlier flow's decision (it reads the new one's hello all the same:
+	// a new ISN is a new flow).
 	Reused int `json:"reused_tuples"`
 }
 

@@ -246,7 +246,7 @@ const howToRead = `
   /proc/net/netfilter/nfnetlink_queue). ` + "`q/u drops`" + `: that file's queue_dropped and user_dropped;
   anything but 0/0 means lost packets (a 1 s retransmission each).
 - ` + "`errors`" + `: failed connections. Under each table: egressd's decision lines against handshakes and
-  the client's reused 5-tuples (a reused one is answered from egressd's lingering decision), and
+  the client's reused 5-tuples (each is decided as a flow of its own: decision lines = handshakes), and
   egressd's own decision latency from its log (first held packet to verdict): the rest of the
   added latency is the trips through the kernel and the wake-ups.
 - The client and the servers share the two CPUs with the NAT. On a NAT instance the endpoints are

@@ -40,9 +40,9 @@ const (
 	benchName = "allowed.example.test" // the name every connection asks for
 	clientNet = "198.18.1.0/24"        // the lab's private side
 	// extraSources are added to the client (besides lab.ClientAddr) and
-	// used in turn, so that a 5-tuple comes back only minutes later: a
-	// reused one would meet egressd's lingering decision and skip the
-	// queue, and ports would run short at thousands of connections/s.
+	// used in turn, so that a 5-tuple comes back only minutes later:
+	// ports would run short at thousands of connections/s, and every
+	// connection should be a new flow for the NAT's conntrack.
 	extraSources = 15
 )
 
