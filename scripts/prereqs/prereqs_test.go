@@ -409,7 +409,8 @@ func TestMakeChecksFirst(t *testing.T) {
 		{"test", "build lab test deploy"},
 		{"lint", "build lint"},
 		{"deploy-check", "build deploy"},
-		{"bench-lab", "build lab bench"},
+		{"bench-lab", "build lab bench profile"}, // the default run profiles egressd (-perf)
+		{"bench-lab BENCHLAB_FLAGS=-md=/tmp/b.md", "build lab bench"},
 		{"bench-lab BENCHLAB_FLAGS=-perf=bin/perf", "build lab bench profile"},
 	}
 	for _, tt := range tests {
