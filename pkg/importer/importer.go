@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"unicode"
 )
 
 // Origin is where something came from: a file and a line (0: the file as
@@ -48,7 +49,20 @@ type Note struct {
 	Msg string
 }
 
-func (n Note) String() string { return n.Origin.String() + ": " + n.Msg }
+func (n Note) String() string { return oneLine(n.Origin.String() + ": " + n.Msg) }
+
+// oneLine is s as one line of text safe to print and to put in a YAML
+// comment: what the source file held beyond printable characters (line
+// breaks, controls, C1 controls a terminal would act on, bidirectional
+// overrides, invalid UTF-8) becomes '?'.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r != ' ' && !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+}
 
 // Result is a translation.
 type Result struct {

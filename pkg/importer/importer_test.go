@@ -1,11 +1,13 @@
 package importer
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/egressd/egressd/internal/golden"
 	"github.com/egressd/egressd/pkg/policy"
@@ -182,4 +184,37 @@ func FuzzSmokescreen(f *testing.F) {
 	f.Add([]byte("version: v1\nservices:\n  - &s {name: payments, action: enforce, allowed_domains: [a.example]}\n  - *s\n"))
 	f.Add([]byte("version: v1\ndefault: {action: open}\n"))
 	fuzzImport(f, []string{"smokescreen.yaml"}, func(f string, d []byte) (*Result, error) { return Smokescreen(f, d, roles) })
+}
+
+// TestUnprintableSource: what a source file holds beyond printable text
+// (a C1 control, U+FFFE, a bidirectional override, invalid UTF-8, a
+// carriage return), in a name or a note, leaves a policy that compiles and
+// notes that print as one plain line. Found by FuzzSquid: a C1 control
+// in a note's comment made the whole translation fail to parse.
+func TestUnprintableSource(t *testing.T) {
+	for _, odd := range []string{"\u0083", "\u009b31m", "\ufffe", "\u202e", "\xff", "\r"} {
+		t.Run(fmt.Sprintf("%q", odd), func(t *testing.T) {
+			conf := "acl a 0" + odd + "\nacl a 0\n" +
+				"acl ok dstdomain .example.com" + odd + "\nhttp_access allow ok\n"
+			r, err := Squid("squid.conf", []byte(conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, notes, err := r.Policy(policy.Options{})
+			if err != nil {
+				t.Fatalf("Policy: %v", err)
+			}
+			if _, err := policy.Parse("f.yaml", text, policy.Options{}); err != nil {
+				t.Fatalf("the policy does not compile: %v\n%s", err, text)
+			}
+			if len(notes) == 0 {
+				t.Fatal("no note for the redefined acl")
+			}
+			for _, n := range notes {
+				if s := n.String(); strings.ContainsFunc(s, func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }) {
+					t.Errorf("note %q holds an unprintable character", s)
+				}
+			}
+		})
+	}
 }

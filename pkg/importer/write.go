@@ -162,19 +162,40 @@ func (r *Result) write(rules []Rule, notes []Note) ([]byte, map[int]spot) {
 	return []byte(b.String()), where
 }
 
-// quote writes a value as a YAML double-quoted scalar (JSON's string
-// syntax is a subset of it).
+// quote writes a value as a YAML double-quoted scalar: JSON's string
+// syntax, which is a subset of it, with every character YAML does not
+// allow in a document written as an escape (JSON leaves C1 controls and
+// U+FFFE, U+FFFF raw; a YAML parser refuses the whole file for one).
 func quote(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+	b, _ := json.Marshal(strings.ToValidUTF8(s, "\uFFFD"))
+	if !strings.ContainsFunc(string(b), notYAML) {
+		return string(b)
+	}
+	var q strings.Builder
+	for _, r := range string(b) {
+		if notYAML(r) {
+			fmt.Fprintf(&q, "\\u%04X", r)
+			continue
+		}
+		q.WriteRune(r)
+	}
+	return q.String()
 }
 
-// comment is a YAML comment holding s on one line.
-func comment(s string) string {
-	return "# " + strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == 0x85 || r == 0x2028 || r == 0x2029 || r == 0xfeff {
-			return '?'
-		}
-		return r
-	}, strings.ToValidUTF8(s, "?"))
+// comment is a YAML comment holding s on one line (oneLine).
+func comment(s string) string { return "# " + oneLine(s) }
+
+// notYAML reports whether r is outside YAML 1.2's printable characters
+// (section 5.1: tab, line feed, carriage return, 0x20-0x7E, 0x85,
+// 0xA0-0xD7FF, 0xE000-0xFFFD, 0x10000 and up).
+func notYAML(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n' || r == '\r' || r == 0x85:
+		return false
+	case r < 0x20 || r >= 0x7f && r < 0xa0:
+		return true
+	case r >= 0xd800 && r < 0xe000, r == 0xfffe, r == 0xffff:
+		return true
+	}
+	return r > 0x10ffff
 }
