@@ -163,14 +163,12 @@ func (r *Result) write(rules []Rule, notes []Note) ([]byte, map[int]spot) {
 }
 
 // quote writes a value as a YAML double-quoted scalar: JSON's string
-// syntax, which is a subset of it, with every character YAML does not
-// allow in a document written as an escape (JSON leaves C1 controls and
-// U+FFFE, U+FFFF raw; a YAML parser refuses the whole file for one).
+// syntax, which is a subset of it (invalid UTF-8 becomes U+FFFD), with
+// every character YAML does not allow in a document written as an escape
+// (JSON leaves C1 controls and U+FFFE, U+FFFF raw; a YAML parser refuses
+// the whole file for one).
 func quote(s string) string {
-	b, _ := json.Marshal(strings.ToValidUTF8(s, "\uFFFD"))
-	if !strings.ContainsFunc(string(b), notYAML) {
-		return string(b)
-	}
+	b, _ := json.Marshal(s)
 	var q strings.Builder
 	for _, r := range string(b) {
 		if notYAML(r) {

@@ -424,11 +424,7 @@ func (b *bench) profilesMarkdown(w *bytes.Buffer) {
 	for _, p := range b.profiles {
 		fmt.Fprintf(w, "\n### concurrency %d, hello %s\n\n%.0f conn/s, %d handshakes; egressd used %s of CPU (%s per connection, from /proc), %s per connection sampled.\n\n",
 			p.conc, p.hello, p.connPerSec, p.handshakes, p.procCPU.Round(time.Millisecond), us(perConn(p.procCPU, p.handshakes)),
-			us(perConn(time.Duration(p.breakdown.samples)*p.breakdown.period, p.handshakes)))
-		var rows [][]string
-		for _, r := range p.breakdown.rows(p.handshakes) {
-			rows = append(rows, []string{r[0], r[1], r[2]})
-		}
-		mdTable(w, []string{"share", "µs/conn", "category"}, rows)
+			us(perConn(p.breakdown.total(), p.handshakes)))
+		mdTable(w, []string{"share", "µs/conn", "category"}, p.breakdown.rows(p.handshakes))
 	}
 }

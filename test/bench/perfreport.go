@@ -138,15 +138,15 @@ func perfBreakdownOf(file string) (perfBreakdown, error) {
 
 // rows are the breakdown's lines: share of the samples, µs per handshake
 // ("-" without handshakes) and the category, overlays last (marked).
-func (b perfBreakdown) rows(handshakes int) [][3]string {
-	row := func(name string, n int) [3]string {
+func (b perfBreakdown) rows(handshakes int) [][]string {
+	row := func(name string, n int) []string {
 		per := "-"
 		if handshakes > 0 {
 			per = fmt.Sprintf("%.1f", micros(time.Duration(n)*b.period)/float64(handshakes))
 		}
-		return [3]string{fmt.Sprintf("%.1f%%", 100*float64(n)/float64(b.samples)), per, name}
+		return []string{fmt.Sprintf("%.1f%%", 100*float64(n)/float64(b.samples)), per, name}
 	}
-	var rows [][3]string
+	var rows [][]string
 	for _, c := range perfCategories {
 		rows = append(rows, row(c.name, b.counts[c.name]))
 	}
@@ -161,8 +161,11 @@ func (b perfBreakdown) rows(handshakes int) [][3]string {
 // category too.
 const overlayPrefix = "(overlay) "
 
+// total is the CPU time the samples stand for.
+func (b perfBreakdown) total() time.Duration { return time.Duration(b.samples) * b.period }
+
 func (b perfBreakdown) print(w io.Writer, file string, handshakes int) {
-	total := time.Duration(b.samples) * b.period
+	total := b.total()
 	fmt.Fprintf(w, "\nwhere egressd's CPU goes (%s): %d samples, %s of CPU", file, b.samples, total.Round(time.Millisecond))
 	if handshakes > 0 {
 		fmt.Fprintf(w, ", %d handshakes: %s per handshake", handshakes, us(perConn(total, handshakes)))
